@@ -1,0 +1,60 @@
+"""Shared entry-point plumbing: config tree printing and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_llm.errors import UserError
+from lightning_llm.utils.secrets import redact
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+T = TypeVar("T")
+
+
+def print_config(cfg: DictConfig, save_to: str | Path | None = None) -> None:
+    """Print the resolved config as a rich tree (secrets redacted) and save the same text to `save_to`."""
+    import rich
+    import rich.syntax
+    import rich.tree
+    from rich.console import Console
+
+    tree = rich.tree.Tree("CONFIG", style="dim")
+    plain = redact(OmegaConf.to_container(cfg, resolve=False))
+    for key, value in plain.items():
+        body = OmegaConf.to_yaml(value) if isinstance(value, (dict, list)) else str(value)
+        tree.add(str(key), style="bold").add(rich.syntax.Syntax(body, "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
+        with open(save_to, "w") as f:
+            Console(file=f, width=120, color_system=None).print(tree)
+
+
+def run_or_exit(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """Run an entry point; a `UserError` becomes `error: <one line>` on stderr and exit code 2."""
+    try:
+        return fn(cfg)
+    except UserError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for non-Hydra parts of an entry point (argument checks before Hydra starts)."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

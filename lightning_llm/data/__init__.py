@@ -1,0 +1,3 @@
+from lightning_llm.data.classification import TextClassificationDataModule
+
+__all__ = ["TextClassificationDataModule"]

@@ -1,0 +1,152 @@
+"""What every data module shares: raw loading, tokenize-once caching, seeded validation splits, loaders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from datasets import Dataset, DatasetDict, load_from_disk
+from filelock import FileLock
+from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from lightning_llm.data.sources import load_raw, source_fingerprint, stable_hash
+from lightning_llm.errors import UserError
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Identity of a tokenizer's behaviour: its serialized fast-tokenizer JSON plus special tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)  # runtime state that tokenizing with truncation=True changes
+        state.pop("padding", None)
+        body = json.dumps(state, sort_keys=True)
+    else:
+        body = repr(sorted(tokenizer.get_vocab().items()))
+    return stable_hash([body, tokenizer.all_special_tokens, type(tokenizer).__name__,
+                        getattr(tokenizer, "padding_side", None)])
+
+
+class CachedTextDataModule(pl.LightningDataModule):
+    """Loads raw splits, tokenizes them once into a keyed on-disk cache, and serves data loaders.
+
+    Subclasses define `_bundled`, `_processing_params()` (what changes the tokenized result),
+    `_process(raw) -> (DatasetDict, meta)` (tokenize, pack, check columns; `meta` is JSON kept beside the cache),
+    `_after_load(datasets, meta)` and `collate_fn`.
+    """
+
+    _bundled: dict[str, str] = {}
+
+    def __init__(self, *, tokenizer: Any = None, dataset_name: str | None = None, dataset_config: str | None = None,
+                 train_file: str | None = None, validation_file: str | None = None, test_file: str | None = None,
+                 train_split: str = "train", validation_split: str | None = "validation",
+                 test_split: str | None = "test", val_fraction: float = 0.1, batch_size: int = 32,
+                 eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,
+                 preprocessing_num_workers: int | None = None, cache_dir: str = ".cache/lightning_llm",
+                 seed: int = 42) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"data.batch_size must be >= 1, got {batch_size}")
+        if not 0 < val_fraction < 1:
+            raise UserError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        self.tokenizer = tokenizer
+        self.dataset_name, self.dataset_config = dataset_name, dataset_config
+        self.files = {"train": train_file, "validation": validation_file, "test": test_file}
+        self.split_names = {"train": train_split, "validation": validation_split, "test": test_split}
+        self.val_fraction, self.seed = val_fraction, seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.preprocessing_num_workers = preprocessing_num_workers
+        self.cache_dir = Path(cache_dir)
+        self.datasets: DatasetDict | None = None
+        self._cache_path: Path | None = None
+
+    # ----------------------------------------------------------------- raw data
+    def load_raw(self) -> DatasetDict:
+        raw = load_raw(dataset_name=self.dataset_name, dataset_config=self.dataset_config, files=self.files,
+                       split_names=self.split_names, cache_dir=str(self.cache_dir / "raw"), bundled=self._bundled)
+        if "validation" not in raw and "train" in raw:
+            parts = raw["train"].train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
+            raw = DatasetDict({**raw, "train": parts["train"], "validation": parts["test"]})
+        return raw
+
+    def training_texts(self) -> Iterator[str]:
+        """Raw training text, for training a tokenizer when the model has none."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- tokenize once
+    def _processing_params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _process(self, raw: DatasetDict) -> tuple[DatasetDict, dict[str, Any]]:
+        raise NotImplementedError
+
+    def cache_key(self) -> str:
+        source = source_fingerprint(dataset_name=self.dataset_name, dataset_config=self.dataset_config,
+                                    files=self.files, split_names=self.split_names, bundled=self._bundled)
+        return stable_hash({"cls": type(self).__name__, "source": source, "val_fraction": self.val_fraction,
+                            "seed": self.seed, "tokenizer": tokenizer_fingerprint(self.tokenizer),
+                            "params": self._processing_params()})
+
+    @property
+    def cache_path(self) -> Path:
+        if self._cache_path is None:
+            self._cache_path = self.cache_dir / "tokenized" / self.cache_key()
+        return self._cache_path
+
+    def prepare_data(self) -> None:
+        """Tokenize into the cache unless it is there; a file lock lets the first process (rank 0) go first."""
+        if self.tokenizer is None:
+            raise UserError("the data module needs a tokenizer (build it through lightning_llm.builders)")
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.cache_path) + ".lock"):
+            if (self.cache_path / "dataset_dict.json").exists():
+                return
+            processed, meta = self._process(self.load_raw())
+            tmp = self.cache_path.with_name(self.cache_path.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            processed.save_to_disk(str(tmp))
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            tmp.rename(self.cache_path)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets is None:
+            if not (self.cache_path / "dataset_dict.json").exists():
+                self.prepare_data()
+            self.datasets = load_from_disk(str(self.cache_path))
+            self._after_load(self.datasets, json.loads((self.cache_path / "meta.json").read_text()))
+
+    def _after_load(self, datasets: DatasetDict, meta: dict[str, Any]) -> None:
+        """Hook for subclasses to read metadata (label names, sizes) saved by `_process`."""
+
+    # ----------------------------------------------------------------- loaders
+    collate_fn: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
+
+    def _split(self, name: str) -> Dataset:
+        assert self.datasets is not None, "call setup() first"
+        if name not in self.datasets:
+            raise UserError(f"data: no {name} split (give data.{name}_file or a hub split)")
+        return self.datasets[name]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        # A stateful loader lets a mid-epoch resume continue with the same data order.
+        cls = StatefulDataLoader if shuffle else DataLoader
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return cls(self._split(split), batch_size=self.batch_size if shuffle else self.eval_batch_size,
+                   shuffle=shuffle, generator=generator, collate_fn=self.collate_fn, num_workers=self.num_workers,
+                   pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

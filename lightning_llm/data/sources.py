@@ -1,0 +1,96 @@
+"""Raw data from the hub, local files or the bundled demo sets, with checks that name the offending key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict, load_dataset
+
+from lightning_llm.errors import UserError
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+SPLITS = ("train", "validation", "test")
+_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text",
+             ".text": "text"}
+
+
+def builder_for(path: str, key: str) -> str:
+    """The `datasets` builder for a local file, from its extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _BUILDERS:
+        raise UserError(f"{key}: unsupported file type {suffix or '(none)'!r} for {path} "
+                        f"(use one of {', '.join(sorted(_BUILDERS))})")
+    return _BUILDERS[suffix]
+
+
+def load_raw(*, dataset_name: str | None, dataset_config: str | None, files: dict[str, str | None],
+             split_names: dict[str, str], cache_dir: str | None, bundled: dict[str, str]) -> DatasetDict:
+    """Load train/validation/test splits; missing ones stay absent (validation may be carved out later)."""
+    given = {split: path for split, path in files.items() if path}
+    if dataset_name and given:
+        raise UserError("data.dataset_name and data.train_file/validation_file/test_file are exclusive: give one")
+    if dataset_name:
+        return _load_hub(dataset_name, dataset_config, split_names, cache_dir)
+    if not given:
+        given = {split: str(BUNDLED_DIR / name) for split, name in bundled.items()}
+    builders = set()
+    for split, path in given.items():
+        if not Path(path).is_file():
+            raise UserError(f"data.{split}_file: file not found: {path}")
+        builders.add(builder_for(path, f"data.{split}_file"))
+    if len(builders) > 1:
+        raise UserError(f"data.*_file: all files must share one format, got {sorted(builders)}")
+    builder = builders.pop()
+    kwargs: dict[str, Any] = {"delimiter": "\t"} if all(p.endswith(".tsv") for p in given.values()) else {}
+    try:
+        raw = load_dataset(builder, data_files={s: str(Path(p).resolve()) for s, p in given.items()},
+                           cache_dir=cache_dir, **kwargs)
+    except Exception as err:  # pyarrow/pandas parse errors carry long messages
+        raise UserError(f"data: cannot read {', '.join(given.values())}: {str(err).splitlines()[0]}") from err
+    return raw
+
+
+def _load_hub(name: str, config: str | None, split_names: dict[str, str], cache_dir: str | None) -> DatasetDict:
+    out = {}
+    for split, hub_split in split_names.items():
+        if not hub_split:
+            continue
+        try:
+            out[split] = load_dataset(name, config, split=hub_split, cache_dir=cache_dir)
+        except ValueError as err:
+            if "Unknown split" in str(err) or "split" in str(err).lower():
+                continue  # a missing validation/test split is carved from train later
+            raise UserError(f"data.dataset_name={name!r}: {str(err).splitlines()[0]}") from err
+        except Exception as err:
+            raise UserError(f"data.dataset_name={name!r} (config {config!r}): cannot load: "
+                            f"{str(err).splitlines()[0]}") from err
+    if "train" not in out and "test" not in out:
+        raise UserError(f"data.dataset_name={name!r}: none of the splits {dict(split_names)} exist")
+    return DatasetDict(out)
+
+
+def source_fingerprint(*, dataset_name: str | None, dataset_config: str | None, files: dict[str, str | None],
+                       split_names: dict[str, str], bundled: dict[str, str]) -> dict[str, Any]:
+    """What identifies the raw data for the tokenization cache: hub coordinates, or file paths+sizes+mtimes."""
+    if dataset_name:
+        return {"hub": dataset_name, "config": dataset_config, "splits": dict(split_names)}
+    given = {s: p for s, p in files.items() if p} or {s: str(BUNDLED_DIR / n) for s, n in bundled.items()}
+    out = {}
+    for split, path in sorted(given.items()):
+        stat = os.stat(path)
+        out[split] = [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+    return out
+
+
+def stable_hash(obj: Any) -> str:
+    """A short, stable hash of a JSON-able object (cache keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def require_nonempty(ds: Dataset, split: str, key: str) -> None:
+    if len(ds) == 0:
+        raise UserError(f"{key}: the {split} split is empty")

@@ -1,0 +1,90 @@
+"""Tokenizers: load a pretrained one by hub id or folder, or train one on the training corpus (cached)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from filelock import FileLock
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from lightning_llm.errors import UserError
+from lightning_llm.utils.io import write_dir_atomic
+
+TokenizerKind = Literal["wordpiece", "bpe"]
+
+
+def load_tokenizer(name_or_path: str, key: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Load with `AutoTokenizer`; a missing folder or unknown hub id becomes one line naming `key`."""
+    if _looks_local(name_or_path) and not Path(name_or_path).expanduser().exists():
+        raise UserError(f"{key}: directory not found: {name_or_path}")
+    try:
+        return AutoTokenizer.from_pretrained(str(Path(name_or_path).expanduser()) if _looks_local(name_or_path)
+                                             else name_or_path, trust_remote_code=trust_remote_code)
+    except Exception as err:
+        raise UserError(f"{key}: cannot load a tokenizer from {name_or_path!r}: {_first_line(err)}") from err
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def train_tokenizer(texts: Iterable[str], kind: TokenizerKind, vocab_size: int,
+                    cache_dir: str | Path) -> PreTrainedTokenizerBase:
+    """Train a WordPiece (BERT-style) or byte-level BPE (GPT-style) tokenizer, cached by corpus content."""
+    texts = list(texts)
+    if not any(t.strip() for t in texts):
+        raise UserError("data: the training corpus is empty, cannot train a tokenizer on it")
+    digest = hashlib.sha256(f"{kind}|{vocab_size}".encode())
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\x00")
+    path = Path(cache_dir) / "tokenizers" / f"{kind}-{vocab_size}-{digest.hexdigest()[:16]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not (path / "tokenizer.json").exists():
+            tokenizer = _train_wordpiece(texts, vocab_size) if kind == "wordpiece" else _train_bpe(texts, vocab_size)
+            write_dir_atomic(path, tokenizer.save_pretrained)
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def _batches(texts: list[str], size: int = 1000) -> Iterator[list[str]]:
+    for start in range(0, len(texts), size):
+        yield texts[start:start + size]
+
+
+def _train_wordpiece(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(_batches(texts), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False),
+                            length=len(texts))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]",
+                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def _train_bpe(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    eos = "<|endoftext|>"
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.train_from_iterator(_batches(texts), trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[eos], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False),
+        length=len(texts))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eos, eos_token=eos, unk_token=eos, pad_token=eos,
+                                   model_input_names=["input_ids", "attention_mask"])

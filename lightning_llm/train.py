@@ -1,0 +1,63 @@
+"""`llm-train`: compose -> validate -> seed -> build -> fit -> test (best ckpt) -> export -> results.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_llm import builders
+from lightning_llm.cli import CONFIG_DIR, print_config, run_or_exit
+from lightning_llm.loggers import log_config
+from lightning_llm.results import collect_metrics, export_model, write_results
+from lightning_llm.validation import resolve_ckpt_path, validate_train_config
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job and return what results.json holds (including `optimized_metric`)."""
+    validate_train_config(cfg)
+    out = Path(cfg.paths.output_dir)
+    print_config(cfg, save_to=out / "config_tree.log")
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = builders.build_datamodule(cfg)
+    tokenizer = builders.build_tokenizer(cfg, datamodule)
+    datamodule.tokenizer = tokenizer
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = builders.build_model(cfg, tokenizer, datamodule)
+    tokenizer.save_pretrained(str(builders.tokenizer_dir(out)))
+
+    loggers, callbacks = builders.build_loggers(cfg), builders.build_callbacks(cfg)
+    log_config(loggers, OmegaConf.to_container(cfg, resolve=True))
+    trainer = builders.build_trainer(cfg, loggers, callbacks)
+
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    val_metrics = collect_metrics(trainer, "val/")
+    best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    test_metrics = {}
+    if cfg.test:
+        # ckpt_path="best" also loads the best weights into `model`, so the export below is the best model.
+        trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
+        test_metrics = collect_metrics(trainer, "test/")
+    hf_dir = export_model(trainer, model, tokenizer, out) if cfg.export else None
+    return write_results(cfg, trainer, val_metrics=val_metrics, test_metrics=test_metrics, best_ckpt=best_ckpt,
+                         hf_dir=hf_dir)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def _main(cfg: DictConfig) -> float | None:
+    results = run_or_exit(train, cfg)
+    return results["optimized_metric"]["value"]
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()
