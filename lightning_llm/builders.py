@@ -56,7 +56,11 @@ def build_tokenizer(cfg: DictConfig, datamodule_for_texts: Any) -> Any:
 
 
 def build_datamodule(cfg: DictConfig, tokenizer: Any = None) -> pl.LightningDataModule:
-    return safe_instantiate(cfg.data, "data", tokenizer=tokenizer)
+    """Instantiate `data`; modules serving several objectives (the corpus) get the model's task as objective."""
+    kwargs: dict[str, Any] = {"tokenizer": tokenizer}
+    if len(getattr(target_class(cfg.data, "data"), "tasks", ())) > 1 and cfg.get("model"):
+        kwargs["objective"] = target_class(cfg.model, "model").task
+    return safe_instantiate(cfg.data, "data", **kwargs)
 
 
 def build_model(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> pl.LightningModule:

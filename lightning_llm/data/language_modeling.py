@@ -1,0 +1,120 @@
+"""Text corpora for causal-LM and masked-LM training: packed blocks (group_texts) or one example per line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from datasets import DatasetDict
+from transformers import DataCollatorForLanguageModeling
+
+from lightning_llm.data.base import CachedTextDataModule
+from lightning_llm.errors import UserError
+
+Objective = Literal["causal_lm", "masked_lm"]
+
+
+class CausalLMCollator:
+    """Stack packed blocks (labels = inputs; the model shifts them) or pad line-by-line examples.
+
+    Our own instead of `DataCollatorForLanguageModeling(mlm=False)`: that one sets every label equal to the pad
+    id to -100, which silently drops the EOS document separators from the loss when pad == EOS (GPT-2 style).
+    Padding is masked by position (attention mask) instead, and packed blocks skip padding work entirely.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = 8) -> None:
+        self.pad_token_id, self.pad_to_multiple_of = pad_token_id, pad_to_multiple_of
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(e["input_ids"]) for e in examples]
+        longest = max(lengths)
+        if min(lengths) == longest:  # packed blocks: nothing to pad
+            input_ids = torch.tensor([e["input_ids"] for e in examples], dtype=torch.long)
+            return {"input_ids": input_ids, "labels": input_ids.clone()}
+        if self.pad_to_multiple_of:
+            longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((len(examples), longest), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)
+        for i, e in enumerate(examples):
+            input_ids[i, :lengths[i]] = torch.as_tensor(e["input_ids"])
+            attention_mask[i, :lengths[i]] = 1
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+class TextCorpusDataModule(CachedTextDataModule):
+    """A hub dataset or local txt/json/jsonl/parquet files, tokenized once and packed into `block_size` chunks.
+
+    Documents are separated by EOS (causal LM) or by the tokenizer's own [CLS]/[SEP] (masked LM), as in the
+    `group_texts` recipe of the transformers examples; the remainder of each 1000-document batch is dropped.
+    With `line_by_line`, each non-empty line (row) is one example, truncated to `block_size` and padded per batch.
+    """
+
+    tasks = {"causal_lm", "masked_lm"}
+    _bundled = {"train": "corpus_train.txt", "validation": "corpus_validation.txt", "test": "corpus_test.txt"}
+
+    def __init__(self, *, objective: Objective = "causal_lm", text_column: str = "text", block_size: int = 128,
+                 line_by_line: bool = False, mlm_probability: float = 0.15, whole_word_mask: bool = False,
+                 pad_to_multiple_of: int | None = 8, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if objective not in self.tasks:
+            raise UserError(f"data.objective must be one of {sorted(self.tasks)}, got {objective!r}")
+        if block_size < 2:
+            raise UserError(f"data.block_size must be >= 2, got {block_size}")
+        self.objective, self.text_column, self.block_size = objective, text_column, block_size
+        self.line_by_line, self.mlm_probability, self.whole_word_mask = line_by_line, mlm_probability, whole_word_mask
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.collate_fn = None  # built in setup, once the tokenizer is known
+
+    def _processing_params(self) -> dict[str, Any]:
+        return {"objective": self.objective, "text": self.text_column, "block_size": self.block_size,
+                "line_by_line": self.line_by_line}
+
+    def _check_columns(self, raw: DatasetDict) -> None:
+        for split, ds in raw.items():
+            if self.text_column not in ds.column_names:
+                raise UserError(f"data.text_column={self.text_column!r} is not a column of the {split} split "
+                                f"(columns: {', '.join(ds.column_names)})")
+
+    def training_texts(self) -> Iterator[str]:
+        raw = self.load_raw()
+        self._check_columns(raw)
+        for batch in raw["train"].select_columns([self.text_column]).iter(batch_size=1000):
+            yield from (t for t in batch[self.text_column] if t and t.strip())
+
+    def _process(self, raw: DatasetDict) -> tuple[DatasetDict, dict[str, Any]]:
+        self._check_columns(raw)
+        tok, column, block = self.tokenizer, self.text_column, self.block_size
+        eos = tok.eos_token_id if self.objective == "causal_lm" else None
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            texts = [t for t in batch[column] if t and t.strip()]
+            if self.line_by_line:
+                return {"input_ids": tok(texts, truncation=True, max_length=block)["input_ids"]}
+            ids = tok(texts)["input_ids"]
+            if eos is not None:
+                ids = [x if x and x[-1] == eos else x + [eos] for x in ids]
+            flat = np.fromiter((t for x in ids for t in x), dtype=np.int64)
+            usable = len(flat) // block * block
+            return {"input_ids": flat[:usable].reshape(-1, block).tolist()}
+
+        processed = DatasetDict()
+        for split, ds in raw.items():
+            processed[split] = ds.map(encode, batched=True, batch_size=1000, remove_columns=ds.column_names,
+                                      num_proc=self.preprocessing_num_workers, load_from_cache_file=False,
+                                      desc=f"tokenizing {split}")
+            if len(processed[split]) == 0:
+                what = "no non-empty lines" if self.line_by_line else f"fewer than data.block_size={block} tokens"
+                raise UserError(f"data: the {split} split has {what} (empty corpus?)")
+        return processed, {"num_tokens": {s: sum(map(len, d["input_ids"])) for s, d in processed.items()}}
+
+    def _after_load(self, datasets: DatasetDict, meta: dict[str, Any]) -> None:
+        self.num_tokens = meta["num_tokens"]
+        if self.objective == "causal_lm":
+            self.collate_fn = CausalLMCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+        else:
+            self.collate_fn = DataCollatorForLanguageModeling(
+                self.tokenizer, mlm=True, mlm_probability=self.mlm_probability, whole_word_mask=self.whole_word_mask,
+                pad_to_multiple_of=self.pad_to_multiple_of)
