@@ -46,12 +46,16 @@ def load_raw(*, dataset_name: str | None, dataset_config: str | None, files: dic
         raise UserError(f"data.*_file: all files must share one format, got {sorted(builders)}")
     builder = builders.pop()
     kwargs: dict[str, Any] = {"delimiter": "\t"} if all(p.endswith(".tsv") for p in given.values()) else {}
-    try:
-        raw = load_dataset(builder, data_files={s: str(Path(p).resolve()) for s, p in given.items()},
-                           cache_dir=cache_dir, **kwargs)
-    except Exception as err:  # pyarrow/pandas parse errors carry long messages
-        raise UserError(f"data: cannot read {', '.join(given.values())}: {str(err).splitlines()[0]}") from err
-    return raw
+    splits = {}
+    for split, path in given.items():
+        try:
+            splits[split] = load_dataset(builder, data_files={split: str(Path(path).resolve())}, split=split,
+                                         cache_dir=cache_dir, **kwargs)
+        except Exception as err:  # pyarrow/pandas parse errors carry long messages
+            if "corresponds to no data" in str(err):
+                raise UserError(f"data.{split}_file: {path} has no rows (the {split} split is empty)") from err
+            raise UserError(f"data.{split}_file: cannot read {path}: {str(err).splitlines()[0]}") from err
+    return DatasetDict(splits)
 
 
 def _load_hub(name: str, config: str | None, split_names: dict[str, str], cache_dir: str | None) -> DatasetDict:

@@ -1,0 +1,52 @@
+"""Load what a run left behind — module, tokenizer, composed config — safely (weights_only, allow-listed class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_llm.data.tokenizers import load_tokenizer
+from lightning_llm.errors import UserError
+
+
+def run_dir_of(ckpt_path: str | Path) -> Path:
+    """<run>/checkpoints/x.ckpt -> <run>."""
+    path = Path(ckpt_path).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def load_module(ckpt_path: str | Path, key: str = "ckpt_path", map_location: str = "cpu") -> Any:
+    """Rebuild the LightningModule of a checkpoint from its saved HF config (no download, no pickled code)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise UserError(f"{key}: checkpoint not found: {ckpt_path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise UserError(f"{key}: {ckpt_path} is not a loadable checkpoint: {str(err).splitlines()[0]}") from err
+    target = checkpoint.get("lightning_llm_module")
+    if not isinstance(target, str) or not target.startswith("lightning_llm."):
+        raise UserError(f"{key}: {ckpt_path} was not written by lightning-llm (no module class recorded)")
+    cls = get_class(target)
+    module = cls(**checkpoint["hyper_parameters"])
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval()
+
+
+def load_run_tokenizer(ckpt_path: str | Path) -> Any:
+    """The tokenizer a run saved next to its checkpoints (<run>/tokenizer, else <run>/hf_model)."""
+    run_dir = run_dir_of(ckpt_path)
+    for candidate in (run_dir / "tokenizer", run_dir / "hf_model"):
+        if (candidate / "tokenizer_config.json").exists():
+            return load_tokenizer(str(candidate), "ckpt_path")
+    raise UserError(f"ckpt_path: no tokenizer found in {run_dir}/tokenizer or {run_dir}/hf_model")
+
+
+def saved_run_config(ckpt_path: str | Path) -> DictConfig | None:
+    """The composed config Hydra saved for the run that wrote `ckpt_path`, if it is there."""
+    path = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
+    return OmegaConf.load(path) if path.exists() else None

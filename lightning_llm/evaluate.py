@@ -1,0 +1,65 @@
+"""`llm-eval ckpt_path=...`: test metrics of a checkpoint, printed and written to <eval run>/eval_results.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lightning_llm import builders
+from lightning_llm.checkpoints import load_module, load_run_tokenizer, saved_run_config
+from lightning_llm.cli import CONFIG_DIR, run_or_exit
+from lightning_llm.errors import UserError
+from lightning_llm.results import collect_metrics
+from lightning_llm.utils.io import write_json_atomic
+
+
+def _data_config(cfg: DictConfig) -> DictConfig:
+    """`data=` given on the command line, else the data config of the run that wrote the checkpoint."""
+    if cfg.get("data"):
+        return cfg.data
+    saved = saved_run_config(cfg.ckpt_path)
+    if saved is None or "data" not in saved:
+        raise UserError("data: not set and no saved run config next to the checkpoint; pass data=<option>")
+    with open_dict(saved):
+        saved.paths = cfg.paths  # the saved paths point at the old run's Hydra runtime
+    return OmegaConf.create(OmegaConf.to_container(saved, resolve=True)["data"])
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    model = load_module(cfg.ckpt_path)
+    tokenizer = load_run_tokenizer(cfg.ckpt_path)
+    data_cfg = _data_config(cfg)
+    run_cfg = OmegaConf.create({"data": data_cfg, "model": {"_target_": f"{type(model).__module__}."
+                                                                       f"{type(model).__qualname__}"}})
+    builders.check_task_pair(run_cfg)
+    datamodule = builders.build_datamodule(run_cfg, tokenizer)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    num_labels = getattr(model.model.config, "num_labels", None)
+    if getattr(datamodule, "max_label", None) is not None and datamodule.max_label >= num_labels:
+        raise UserError(f"data.label_column: label {datamodule.max_label} is outside the model's {num_labels} labels")
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.hardware, resolve=True), logger=False,
+                         default_root_dir=cfg.paths.output_dir, enable_checkpointing=False)
+    trainer.test(model, datamodule=datamodule)
+    results = {"status": "completed", "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+               "test": collect_metrics(trainer, "test/")}
+    write_json_atomic(Path(cfg.paths.output_dir) / "eval_results.json", results)
+    print(f"test metrics of {cfg.ckpt_path}: {results['test']}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def _main(cfg: DictConfig) -> None:
+    run_or_exit(evaluate, cfg)
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()

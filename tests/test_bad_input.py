@@ -1,0 +1,56 @@
+"""Bad input: one clear line naming the problem, a non-zero exit, no traceback, no results.json."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from lightning_llm.errors import UserError
+from lightning_llm.train import train
+from tests.conftest import TINY_BERT
+
+
+def _csv(path: Path, rows: list[list], header: list[str]) -> str:
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    return str(path)
+
+
+def test_cli_misspelled_override_and_missing_file(run_cli, tmp_path: Path) -> None:
+    for args, needle in [(["model.lerning_rate=0.1"], "lerning_rate"),
+                         ([f"data.train_file={tmp_path}/nope.csv"], "data.train_file: file not found")]:
+        proc = run_cli("lightning_llm.train", *args, f"hydra.run.dir={tmp_path / 'run'}")
+        assert proc.returncode != 0
+        assert needle in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr + proc.stdout
+        assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, str]:
+    rows = [[f"good film number {i}", "pos"] if i % 2 else [f"bad film number {i}", "neg"] for i in range(40)]
+    int_rows = [[text, 1 if label == "pos" else 5] for text, label in rows]
+    return {"train": _csv(tmp_path / "train.csv", rows, ["text", "label"]),
+            "int_train": _csv(tmp_path / "int.csv", int_rows, ["text", "label"]),
+            "empty": _csv(tmp_path / "empty.csv", [], ["text", "label"]),
+            "txt": str(tmp_path / "a.txt")}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (lambda f: [f"data.train_file={f['train']}", "data.text_column=body"], "data.text_column='body'"),
+    (lambda f: [f"data.train_file={f['train']}", "data.label_column=y"], "data.label_column='y'"),
+    (lambda f: [f"data.train_file={f['int_train']}", "model.num_labels=3"], "outside model.num_labels=3"),
+    (lambda f: [f"data.train_file={f['train']}", f"data.test_file={f['empty']}"], "the test split is empty"),
+    (lambda f: ["model.pretrained_model_name_or_path=./no/such/model"], "directory not found: ./no/such/model"),
+    (lambda f: ["model=gpt"], "cannot train on data"),
+    (lambda f: ["model.learning_rate=0.1", "+callbacks.evil._target_=os.system"], "is not allowed"),
+], ids=["text_column", "label_column", "label_range", "empty_split", "model_dir", "task_pair", "target"])
+def test_bad_input_is_one_clear_line(compose_cfg, files, tmp_path: Path, overrides, message) -> None:
+    cfg = compose_cfg([*TINY_BERT, "logger=none", "trainer.max_epochs=1", *overrides(files)])
+    with pytest.raises(UserError) as err:
+        train(cfg)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "results.json").exists()
