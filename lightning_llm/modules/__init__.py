@@ -1,4 +1,5 @@
 from lightning_llm.modules.base import HFTaskModule
+from lightning_llm.modules.causal_lm import CausalLMModule
 from lightning_llm.modules.classification import SequenceClassificationModule
 
-__all__ = ["HFTaskModule", "SequenceClassificationModule"]
+__all__ = ["CausalLMModule", "HFTaskModule", "SequenceClassificationModule"]

@@ -1,0 +1,3 @@
+from lightning_llm.callbacks.generation_samples import GenerationSamples
+
+__all__ = ["GenerationSamples"]
