@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.data.tokenizers import load_tokenizer, train_tokenizer
 from lightning_llm.errors import UserError
+from lightning_llm.hardware import enable_gpu_fast_paths
+from lightning_llm.hardware import trainer_kwargs as trainer_hardware_kwargs
 from lightning_llm.utils.instantiate import check_targets, instantiate_collection, safe_instantiate
 
 # Keys of `model` consumed here (tokenizer resolution) or filled in from the data, not passed through as-is.
@@ -82,10 +83,9 @@ def build_model(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> pl.Lightnin
 
 
 def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any]) -> pl.Trainer:
-    hardware = OmegaConf.to_container(cfg.hardware, resolve=True)
+    hardware = trainer_hardware_kwargs(cfg.hardware)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if hardware.get("accelerator") in ("gpu", "cuda"):
-        torch.set_float32_matmul_precision("high")
+    enable_gpu_fast_paths(cfg.hardware)
     return pl.Trainer(**trainer_kwargs, **hardware, logger=loggers or False, callbacks=callbacks,
                       default_root_dir=cfg.paths.output_dir, enable_checkpointing=any(
                           isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks))

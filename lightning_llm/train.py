@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm import builders
-from lightning_llm.cli import CONFIG_DIR, print_config, run_or_exit
+from lightning_llm.cli import CONFIG_DIR, exit_on_user_error, print_config, run_or_exit
+from lightning_llm.hardware import follow_rank_zero_run_dir, share_run_dir
 from lightning_llm.loggers import log_config
 from lightning_llm.results import collect_metrics, export_model, write_results
 from lightning_llm.validation import resolve_ckpt_path, validate_train_config
@@ -18,6 +20,7 @@ from lightning_llm.validation import resolve_ckpt_path, validate_train_config
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job and return what results.json holds (including `optimized_metric`)."""
+    share_run_dir()  # torchrun: the other ranks wait for rank 0's run directory
     validate_train_config(cfg)
     out = Path(cfg.paths.output_dir)
     print_config(cfg, save_to=out / "config_tree.log")
@@ -56,6 +59,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    sys.argv[1:] = exit_on_user_error(follow_rank_zero_run_dir)(sys.argv[1:])
     _main()
 
 

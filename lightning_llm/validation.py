@@ -9,6 +9,7 @@ from transformers import AutoConfig
 
 from lightning_llm.builders import check_task_pair
 from lightning_llm.errors import UserError
+from lightning_llm.hardware import check_hardware
 from lightning_llm.utils.instantiate import check_targets
 
 
@@ -20,6 +21,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         if not cfg.get(group):
             raise UserError(f"{group} is not set: choose one with {group}=<option>")
     check_task_pair(cfg)
+    check_hardware(cfg.hardware)
     check_block_size(cfg)
     if cfg.get("ckpt_path") and cfg.ckpt_path != "last" and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path: file not found: {cfg.ckpt_path}")

@@ -47,7 +47,7 @@ class CachedTextDataModule(pl.LightningDataModule):
                  train_file: str | None = None, validation_file: str | None = None, test_file: str | None = None,
                  train_split: str = "train", validation_split: str | None = "validation",
                  test_split: str | None = "test", val_fraction: float = 0.1, batch_size: int = 32,
-                 eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,
+                 eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool | None = None,
                  preprocessing_num_workers: int | None = None, cache_dir: str = ".cache/lightning_llm",
                  seed: int = 42) -> None:
         super().__init__()
@@ -140,7 +140,13 @@ class CachedTextDataModule(pl.LightningDataModule):
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return cls(self._split(split), batch_size=self.batch_size if shuffle else self.eval_batch_size,
                    shuffle=shuffle, generator=generator, collate_fn=self.collate_fn, num_workers=self.num_workers,
-                   pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+                   pin_memory=self._pin_memory(), persistent_workers=self.num_workers > 0)
+
+    def _pin_memory(self) -> bool:
+        """Page-locked batches copy to a GPU faster (and asynchronously); None means: when training on CUDA."""
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
