@@ -1,0 +1,185 @@
+"""B1 (our causal-LM training vs a plain PyTorch loop) and B2 (our classification training vs transformers'
+Trainer): same initial weights, batches, optimizer and schedule on both sides, alternating timed rounds."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, get_scheduler
+
+from bench.harness import Alternation, Result, parity_text, workdir
+from bench.parts import OurRun, build_our_run
+
+# Dropout off: the two sides draw from one global RNG in turns, so with dropout on their losses could not be
+# compared step by step. Validation off: the baselines have none (what it costs is in the validation loop).
+_COMMON = ["model.dropout=0.0", "+trainer.limit_val_batches=0", "trainer.max_epochs=1000"]
+# Rounds must be long enough that the per-round hand-over (microseconds) and timer noise do not matter.
+LOSS_TOL = 1e-4
+
+
+@dataclass
+class Sizes:
+    warmup: int = 5
+    steps: int = 10
+    rounds: int = 6
+
+
+class StepHook(pl.Callback):
+    """Tells the alternation that our side finished an optimizer step (Lightning's loss output is detached)."""
+
+    def __init__(self, alternation: Alternation, side: int) -> None:
+        self.alternation, self.side = alternation, side
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.alternation.step_done(self.side, outputs["loss"])
+
+
+def _infinite(loader: DataLoader) -> Iterator[Any]:
+    while True:
+        yield from loader
+
+
+def same_order_sampler(dataset: Any, seed: int) -> RandomSampler:
+    """The permutation our StatefulDataLoader(shuffle=True, generator=manual_seed(seed)) draws."""
+    return RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+
+
+def adamw_like_ours(model: torch.nn.Module, hp: Any) -> torch.optim.AdamW:
+    """AdamW with the usual two groups: matrices decay, biases and norm weights (1-D) do not."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=hp.learning_rate, eps=hp.adam_epsilon, betas=tuple(hp.adam_betas))
+
+
+def plain_loop(model: torch.nn.Module, loader: DataLoader, hp: Any, total: int, clip: float | None,
+               on_step: Callable[[torch.Tensor], None]) -> None:
+    """The minimal training loop: forward, backward, clip, AdamW step, scheduler step, zero grad."""
+    optimizer = adamw_like_ours(model, hp)
+    scheduler = get_scheduler(hp.lr_scheduler, optimizer, num_warmup_steps=int(hp.warmup_ratio * total),
+                              num_training_steps=total)
+    model.train()
+    batches = _infinite(loader)
+    for _ in range(total):
+        batch = next(batches)
+        loss = model(**batch).loss
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        on_step(loss)
+
+
+def _stack_blocks(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    input_ids = torch.tensor([e["input_ids"] for e in examples], dtype=torch.long)
+    return {"input_ids": input_ids, "labels": input_ids}
+
+
+def _fit(run: OurRun, alternation: Alternation, side: int, drop: tuple[type, ...] = (),
+         logger: bool = True) -> None:
+    trainer = run.trainer([StepHook(alternation, side)], drop=drop, logger=logger)
+    trainer.fit(run.model, datamodule=run.datamodule)
+
+
+def b1(sizes: Sizes, smoke: bool = False) -> Result:
+    """Our causal-LM training path (Lightning Trainer + CausalLMModule + our collator, default callbacks and CSV
+    logger as llm-train builds them) vs a minimal PyTorch loop on the same tiny GPT and batches."""
+    root = workdir("b1")
+    alt = Alternation(2, sizes.warmup, sizes.steps, sizes.rounds)
+    overrides = ["experiment=gpt_demo", *_COMMON, f"trainer.max_steps={alt.total_steps}"]
+    if smoke:
+        overrides += ["model.hidden_size=32", "model.num_hidden_layers=1", "model.intermediate_size=64",
+                      "model.num_attention_heads=2", "model.tokenizer_vocab_size=300", "data.batch_size=4"]
+    run = build_our_run(overrides, root / "run", root / "cache")
+    plain_model = copy.deepcopy(run.model.model)  # identical initial weights
+    dm, cfg = run.datamodule, run.cfg
+    train = dm.datasets["train"]
+    loader = DataLoader(train, batch_size=dm.batch_size, sampler=same_order_sampler(train, dm.seed),
+                        collate_fn=_stack_blocks)
+    alt.run([lambda i: _fit(run, alt, i),
+             lambda i: plain_loop(plain_model, loader, run.model.hparams, alt.total_steps, cfg.trainer.gradient_clip_val,
+                                  lambda loss: alt.step_done(i, loss))])
+    tokens = dm.batch_size * dm.block_size * sizes.steps
+    ours, plain = alt.median_time(0), alt.median_time(1)
+    return Result("B1", f"causal-LM training, tokens/s (gpt_demo GPT, batch {dm.batch_size}x{dm.block_size})",
+                  f"{tokens / ours:,.0f} tok/s", f"{tokens / plain:,.0f} tok/s (plain PyTorch loop)",
+                  alt.ratio(0, 1), ">= 0.97", parity_text(alt.loss_diff(), LOSS_TOL),
+                  [f"round times (s): {alt.round_times(['ours', 'plain'])}"])
+
+
+class _HFStepHook(TrainerCallback):
+    def __init__(self, trainer_ref: list[Any], alternation: Alternation, side: int) -> None:
+        self.trainer_ref, self.alternation, self.side = trainer_ref, alternation, side
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.alternation.step_done(self.side, self.trainer_ref[0].last_loss)
+
+
+class _SameOrderTrainer(Trainer):
+    """transformers' Trainer, told to draw our permutation of the training set and to remember each step's loss
+    (the loss it returns anyway) for the parity check."""
+
+    data_seed: int = 0
+    last_loss: torch.Tensor | None = None
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> RandomSampler:
+        return same_order_sampler(train_dataset if train_dataset is not None else self.train_dataset, self.data_seed)
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+                      ) -> torch.Tensor:
+        self.last_loss = super().training_step(model, inputs, num_items_in_batch)
+        return self.last_loss
+
+
+def hf_trainer(run: OurRun, model: torch.nn.Module, total: int, output_dir: str) -> _SameOrderTrainer:
+    """The transformers Trainer as its docs set it up, extras off like ours: no evaluation, no saving, no
+    reporting. What remains on both sides: a progress bar, loss logging every `log_every_n_steps`, clipping."""
+    hp, cfg = run.model.hparams, run.cfg
+    args = TrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=run.datamodule.batch_size, max_steps=total,
+        learning_rate=hp.learning_rate, weight_decay=hp.weight_decay, adam_beta1=hp.adam_betas[0],
+        adam_beta2=hp.adam_betas[1], adam_epsilon=hp.adam_epsilon, lr_scheduler_type=hp.lr_scheduler,
+        warmup_steps=int(hp.warmup_ratio * total), max_grad_norm=cfg.trainer.gradient_clip_val,
+        optim="adamw_torch",  # the same AdamW implementation as ours (foreach on CPU)
+        eval_strategy="no", save_strategy="no", report_to="none", logging_steps=cfg.trainer.log_every_n_steps,
+        dataloader_pin_memory=False, seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
+        accelerator_config={"use_seedable_sampler": False})
+    trainer = _SameOrderTrainer(model=model, args=args, train_dataset=run.datamodule.datasets["train"],
+                                data_collator=DataCollatorWithPadding(run.tokenizer, pad_to_multiple_of=8))
+    trainer.data_seed = run.datamodule.seed
+    return trainer
+
+
+def b2(sizes: Sizes, smoke: bool = False) -> Result:
+    """Our classification training vs transformers' Trainer: same tiny BERT, data, batch, dynamic padding."""
+    root = workdir("b2")
+    alt = Alternation(2, sizes.warmup, sizes.steps, sizes.rounds)
+    overrides = ["experiment=classify_demo", *_COMMON, f"trainer.max_steps={alt.total_steps}", "logger=none"]
+    if smoke:
+        overrides += ["model.hidden_size=32", "model.num_hidden_layers=1", "model.intermediate_size=64",
+                      "model.tokenizer_vocab_size=300", "data.batch_size=4"]
+    run = build_our_run(overrides, root / "run", root / "cache")
+    hf_model = copy.deepcopy(run.model.model)
+    ref: list[Any] = [None]
+    ref[0] = trainer = hf_trainer(run, hf_model, alt.total_steps, str(root / "hf"))
+    trainer.add_callback(_HFStepHook(ref, alt, 1))
+    no_saving = (pl.callbacks.ModelCheckpoint, pl.callbacks.EarlyStopping)
+    alt.run([lambda i: _fit(run, alt, i, drop=no_saving, logger=False), lambda i: trainer.train()])
+    dm = run.datamodule
+    samples = dm.batch_size * sizes.steps
+    ours, hf = alt.median_time(0), alt.median_time(1)
+    return Result("B2", f"classification training, samples/s (classify_demo BERT, batch {dm.batch_size}, "
+                        f"dynamic padding)",
+                  f"{samples / ours:,.1f} samples/s", f"{samples / hf:,.1f} samples/s (transformers Trainer)",
+                  alt.ratio(0, 1), ">= 1.10 (min 1.0)", parity_text(alt.loss_diff(), LOSS_TOL),
+                  [f"round times (s): {alt.round_times(['ours', 'hf'])}"])

@@ -1,0 +1,99 @@
+"""Side-by-side benchmarks of lightning-llm against the simplest alternatives; prints a markdown table of ratios.
+
+    python scripts/benchmark.py all            # B1..B5, offline, < 10 minutes on 2 CPU cores
+    python scripts/benchmark.py b1 b3          # some of them
+    python scripts/benchmark.py all --smoke    # tiny sizes, one round: checks the code, not the speed
+
+Each benchmark runs both sides in this one process with identical weights, data and optimizer, alternates timed
+rounds A B A B after a warm-up, checks that the losses (or outputs) agree before any speed figure is trusted, and
+reports the median over round pairs of baseline time / our time (> 1: we are faster).
+
+  B1  causal-LM training: llm-train's path (Trainer + CausalLMModule + collator + default callbacks + CSV logger)
+      vs a minimal PyTorch loop                                                        goal >= 0.97
+  B2  classification training vs transformers' Trainer (same tiny BERT, batches, dynamic padding)  goal >= 1.10
+  B3  data preparation (tokenize + pack, cold cache) vs batched fast-tokenizer calls + numpy  goal >= 0.8;
+      the same preparation served from the cache vs cold                                goal >= 10x
+  B4  non-padding share of batches: packed CLM/MLM (goal >= 0.99); dynamic vs max-length padding (speed-up)
+  B5  generation tokens/s vs transformers' generate (goal >= 0.95); KV cache on vs off
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench.harness import Result, markdown_table, offline_env  # noqa: E402
+
+offline_env()  # before transformers/datasets/tokenizers are imported
+
+BENCHMARKS = ("b1", "b2", "b3", "b4", "b5")
+
+
+def machine() -> str:
+    import torch
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"{gpu}; load average at start {load:.2f}")
+
+
+def run(name: str, smoke: bool, rounds: int | None) -> list[Result]:
+    if name in ("b1", "b2"):
+        from bench import training
+
+        sizes = training.Sizes(warmup=1, steps=2, rounds=1) if smoke else training.Sizes()
+        if rounds:
+            sizes.rounds = rounds
+        return [getattr(training, name)(sizes, smoke=smoke)]
+    if name in ("b3", "b4"):
+        from bench import data
+
+        return getattr(data, name)(smoke=smoke, rounds=rounds)
+    from bench import generation
+
+    return generation.b5(smoke=smoke, rounds=rounds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="+", choices=[*BENCHMARKS, "all"], help="benchmarks to run")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes and one round (tests the code only)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per side (default per benchmark)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    names = BENCHMARKS if "all" in args.which else tuple(dict.fromkeys(args.which))
+
+    print(f"machine: {machine()}", flush=True)
+    results: list[Result] = []
+    started = time.perf_counter()
+    for name in names:
+        t0 = time.perf_counter()
+        for result in run(name, args.smoke, args.rounds):
+            results.append(result)
+            print(f"{result.name}: ratio {result.ratio if result.ratio is None else round(result.ratio, 3)} "
+                  f"({result.ours} vs {result.baseline}); parity {result.parity}", flush=True)
+            for note in result.notes:
+                print(f"  {note}", flush=True)
+        print(f"{name} took {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"\n{markdown_table(results)}\n")
+    print(f"total {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))
+    mismatched = [r.name for r in results if "MISMATCH" in r.parity]
+    if mismatched:
+        print(f"parity check failed for {', '.join(mismatched)}: their speed figures are not comparable")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

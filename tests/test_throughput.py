@@ -1,0 +1,107 @@
+"""ThroughputCallback: what it logs, that padding is not counted, that it syncs only at log intervals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import Logger
+
+from lightning_llm import builders
+from lightning_llm.callbacks import ThroughputCallback
+from lightning_llm.callbacks.throughput import count_tokens
+
+BATCH, SEQ, REAL = 4, 8, 5  # every row: 5 real tokens, 3 padding
+
+
+class CaptureLogger(Logger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, float]] = []
+
+    @property
+    def name(self) -> str:
+        return "capture"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.rows.append(dict(metrics))
+
+
+class TinyModule(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(16, 4)
+        self.head = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        hidden = self.embedding(batch["input_ids"]) * batch["attention_mask"].unsqueeze(-1)
+        return self.head(hidden).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def padded_batches(n: int) -> list[dict[str, torch.Tensor]]:
+    mask = torch.zeros(BATCH, SEQ, dtype=torch.long)
+    mask[:, :REAL] = 1
+    return [{"input_ids": torch.randint(1, 16, (BATCH, SEQ)) * mask, "attention_mask": mask} for _ in range(n)]
+
+
+def test_count_tokens_excludes_padding_and_counts_packed_blocks_whole() -> None:
+    padded = padded_batches(1)[0]
+    tokens, samples = count_tokens(padded)
+    assert isinstance(tokens, torch.Tensor)  # stays on the device: no host sync per step
+    assert (int(tokens), samples) == (BATCH * REAL, BATCH)
+    assert count_tokens({"input_ids": torch.ones(3, 16, dtype=torch.long)}) == (48, 3)  # packed: no mask
+    assert count_tokens(torch.ones(2, 2)) == (0, 0)  # not a token batch: counted as nothing
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_logs_throughput_every_n_steps_after_warmup_syncing_only_then(monkeypatch, tmp_path, accumulate) -> None:
+    syncs: list[torch.device] = []
+    monkeypatch.setattr(ThroughputCallback, "_sync", staticmethod(syncs.append))
+    logger = CaptureLogger()
+    max_steps, every, warmup = 8, 2, 2
+    trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, log_every_n_steps=every, logger=logger,
+                         accumulate_grad_batches=accumulate, callbacks=[ThroughputCallback(warmup_steps=warmup)],
+                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    loader = torch.utils.data.DataLoader(padded_batches(max_steps * accumulate), batch_size=None)
+    trainer.fit(TinyModule(), train_dataloaders=loader)
+
+    rows = [r for r in logger.rows if "train/tokens_per_sec" in r]
+    assert len(rows) == (max_steps - warmup) // every  # steps 4, 6, 8: warm-up steps 1-2 are left out
+    for row in rows:
+        assert row["train/tokens_per_sec"] > 0 and row["train/step_time"] > 0
+        # time cancels out: tokens per sample must be the non-padding count, not the padded length
+        assert row["train/tokens_per_sec"] / row["train/samples_per_sec"] == pytest.approx(REAL)
+        assert "train/mfu" not in row and "train/peak_memory_gib" not in row  # GPU only
+    assert len(syncs) == 1 + len(rows)  # window start + one per log, not one per step
+    assert "train/tokens_per_sec" in trainer.callback_metrics
+
+
+def test_default_callbacks_include_throughput(compose_cfg) -> None:
+    callbacks = builders.build_callbacks(compose_cfg([]))
+    assert any(isinstance(c, ThroughputCallback) for c in callbacks)
+    assert not any(isinstance(c, ThroughputCallback) for c in builders.build_callbacks(compose_cfg(["callbacks=none"])))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_mfu_and_peak_memory_on_gpu(tmp_path) -> None:
+    logger = CaptureLogger()
+    trainer = pl.Trainer(accelerator="gpu", devices=1, max_steps=6, log_every_n_steps=2, logger=logger,
+                         callbacks=[ThroughputCallback(warmup_steps=2, peak_flops_per_device=1e12)],
+                         enable_progress_bar=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.fit(TinyModule(), train_dataloaders=torch.utils.data.DataLoader(padded_batches(6), batch_size=None))
+    rows = [r for r in logger.rows if "train/mfu" in r]
+    assert rows and all(0 < r["train/mfu"] < 1 and r["train/peak_memory_gib"] > 0 for r in rows)
