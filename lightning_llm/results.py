@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_llm.utils.io import write_dir_atomic, write_json_atomic
+
+# What a process killed by SIGTERM reports (128 + 15): schedulers and restart policies see an interrupted job.
+PREEMPTED_EXIT_CODE = 143
 
 
 def collect_metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
@@ -29,7 +37,6 @@ def write_results(cfg: DictConfig, trainer: pl.Trainer, *, val_metrics: dict[str
     name = cfg.get("optimized_metric")
     all_metrics = {**val_metrics, **test_metrics}
     value = all_metrics.get(name) if name else None
-    last = run_dir / "checkpoints" / "last.ckpt"
     results = {
         "status": "completed",
         "task_name": cfg.task_name,
@@ -37,7 +44,7 @@ def write_results(cfg: DictConfig, trainer: pl.Trainer, *, val_metrics: dict[str
         "val": val_metrics,
         "test": test_metrics,
         "best_checkpoint": best_ckpt or None,
-        "last_checkpoint": str(last) if last.exists() else None,
+        "last_checkpoint": _last_checkpoint(run_dir),
         "hf_model": str(hf_dir) if hf_dir else None,
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
@@ -46,3 +53,50 @@ def write_results(cfg: DictConfig, trainer: pl.Trainer, *, val_metrics: dict[str
     if trainer.global_rank == 0:
         write_json_atomic(run_dir / "results.json", results)
     return results
+
+
+def _last_checkpoint(run_dir: Path) -> str | None:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return str(last) if last.exists() else None
+
+
+def write_failed_results(cfg: DictConfig, error: str, **extra: Any) -> dict[str, Any]:
+    """results.json for a run that did not finish: a status (default "failed"), the error, and no metrics, so
+    nothing reading it can mistake it for a result. `extra` adds fields (e.g. status="preempted")."""
+    run_dir = Path(cfg.paths.output_dir)
+    results = {"status": extra.pop("status", "failed"), "error": error, "task_name": cfg.task_name,
+               "optimized_metric": {"name": cfg.get("optimized_metric"), "value": None},
+               "last_checkpoint": _last_checkpoint(run_dir), "run_dir": str(run_dir), **extra}
+    if rank_zero_only.rank == 0:
+        write_json_atomic(run_dir / "results.json", results)
+    return results
+
+
+@contextmanager
+def outcome_recorded(cfg: DictConfig) -> Iterator[None]:
+    """results.json says "running" while the block runs and why it stopped if it does not finish: "preempted"
+    (SIGTERM: exit with PREEMPTED_EXIT_CODE after saying how to resume), "diverged" (NaN loss), "interrupted"
+    or "failed". A hard kill (SIGKILL, OOM) leaves "running", never an older run's "completed"."""
+    # Imported here: lightning_llm.callbacks imports the entry points, which import this module.
+    from lightning_llm.callbacks.nan_guard import TrainingDivergedError
+
+    run_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:
+        write_json_atomic(run_dir / "results.json", {"status": "running", "task_name": cfg.task_name,
+                                                     "run_dir": str(run_dir)})
+    try:
+        yield
+    except SIGTERMException:
+        hint = f"relaunch the same command with ckpt_path=last paths.output_dir={run_dir}"
+        write_failed_results(cfg, "preempted (SIGTERM)", status="preempted", resume=hint)
+        print(f"preempted: {hint}", file=sys.stderr)
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None
+    except TrainingDivergedError as err:
+        write_failed_results(cfg, str(err), status="diverged")
+        raise
+    except (KeyboardInterrupt, SystemExit) as err:
+        write_failed_results(cfg, f"interrupted ({type(err).__name__})", status="interrupted")
+        raise
+    except Exception as err:
+        write_failed_results(cfg, f"{type(err).__name__}: {err}")
+        raise

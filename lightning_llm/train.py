@@ -14,7 +14,8 @@ from lightning_llm import builders
 from lightning_llm.cli import CONFIG_DIR, exit_on_user_error, print_config, run_or_exit
 from lightning_llm.hardware import follow_rank_zero_run_dir, share_run_dir
 from lightning_llm.loggers import log_config
-from lightning_llm.results import collect_metrics, export_model, write_results
+from lightning_llm.results import collect_metrics, export_model, outcome_recorded, write_results
+from lightning_llm.utils.secrets import refuse_secret_overrides
 from lightning_llm.validation import resolve_ckpt_path, validate_train_config
 
 
@@ -22,6 +23,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job and return what results.json holds (including `optimized_metric`)."""
     share_run_dir()  # torchrun: the other ranks wait for rank 0's run directory
     validate_train_config(cfg)
+    with outcome_recorded(cfg):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     print_config(cfg, save_to=out / "config_tree.log")
     pl.seed_everything(cfg.seed, workers=True)
@@ -39,13 +45,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = builders.build_trainer(cfg, loggers, callbacks)
 
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
     val_metrics = collect_metrics(trainer, "val/")
     best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     test_metrics = {}
     if cfg.test:
         # ckpt_path="best" also loads the best weights into `model`, so the export below is the best model.
-        trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None, weights_only=True)
         test_metrics = collect_metrics(trainer, "test/")
     hf_dir = export_model(trainer, model, tokenizer, out) if cfg.export else None
     return write_results(cfg, trainer, val_metrics=val_metrics, test_metrics=test_metrics, best_ckpt=best_ckpt,
@@ -59,6 +65,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    exit_on_user_error(refuse_secret_overrides)(sys.argv[1:])
     sys.argv[1:] = exit_on_user_error(follow_rank_zero_run_dir)(sys.argv[1:])
     _main()
 

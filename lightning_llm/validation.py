@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig
 from transformers import AutoConfig
 
-from lightning_llm.builders import check_task_pair
+from lightning_llm.builders import check_task_pair, target_class
 from lightning_llm.errors import UserError
 from lightning_llm.hardware import check_hardware
 from lightning_llm.utils.instantiate import check_targets
+from lightning_llm.utils.secrets import check_config_secrets
 
 
 def validate_train_config(cfg: DictConfig) -> None:
-    for group in ("model", "data", "logger", "callbacks"):
-        if cfg.get(group):
-            check_targets(cfg[group], group)
+    check_targets(cfg)  # every `_target_` anywhere in the config, before anything is imported or built
+    check_config_secrets(cfg)
     for group in ("model", "data"):
         if not cfg.get(group):
             raise UserError(f"{group} is not set: choose one with {group}=<option>")
@@ -25,6 +27,9 @@ def validate_train_config(cfg: DictConfig) -> None:
     check_block_size(cfg)
     if cfg.get("ckpt_path") and cfg.ckpt_path != "last" and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path: file not found: {cfg.ckpt_path}")
+    resume_from = cfg.ckpt_path if cfg.get("ckpt_path") != "last" else last_checkpoint(cfg.paths.output_dir)
+    if resume_from:
+        check_resume_checkpoint(cfg, resume_from)
 
 
 def model_context_length(model_cfg: DictConfig) -> int | None:
@@ -53,13 +58,36 @@ def check_block_size(cfg: DictConfig) -> None:
                         f"({source}): lower data.block_size")
 
 
+def last_checkpoint(run_dir: str | Path) -> str | None:
+    """The newest <run>/checkpoints/last*.ckpt (last-v1.ckpt etc. exist only with Lightning's version counter)."""
+    candidates = list((Path(run_dir) / "checkpoints").glob("last*.ckpt"))
+    return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
+
+
+def check_resume_checkpoint(cfg: DictConfig, path: str | Path) -> None:
+    """The checkpoint loads with `weights_only=True` (primitives and tensors only, no pickled code) and holds the
+    configured model class. `mmap` keeps this cheap: tensors are not read."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise UserError(f"ckpt_path: {path} does not load safely (weights_only=True): "
+                        f"{str(err).strip().splitlines()[0]}") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "loops" not in checkpoint:
+        raise UserError(f"ckpt_path: {path} is not a Lightning training checkpoint (no state_dict/loops)")
+    saved = checkpoint.get("lightning_llm_module")
+    if isinstance(saved, str) and saved.startswith("lightning_llm.") and \
+            get_class(saved) is not target_class(cfg.model, "model"):
+        raise UserError(f"ckpt_path: {path} holds a {saved.rsplit('.', 1)[-1]}, but model._target_ is "
+                        f"{cfg.model._target_}: pick the model= option the checkpoint was trained with")
+
+
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """`last` means the run directory's checkpoints/last.ckpt; start fresh (and say so) when there is none."""
+    """`last` means the run directory's newest last.ckpt; start fresh (and say so) when there is none."""
     if cfg.get("ckpt_path") != "last":
         return cfg.get("ckpt_path")
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if last.is_file():
+    last = last_checkpoint(cfg.paths.output_dir)
+    if last:
         print(f"resuming from {last}")
-        return str(last)
-    print(f"ckpt_path=last: no {last} yet, starting fresh")
+        return last
+    print(f"ckpt_path=last: no checkpoint in {Path(cfg.paths.output_dir) / 'checkpoints'} yet, starting fresh")
     return None

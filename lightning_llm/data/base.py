@@ -15,6 +15,7 @@ from filelock import FileLock
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from lightning_llm.data.samplers import ResumableRandomSampler
 from lightning_llm.data.sources import load_raw, source_fingerprint, stable_hash
 from lightning_llm.errors import UserError
 
@@ -135,11 +136,14 @@ class CachedTextDataModule(pl.LightningDataModule):
         return self.datasets[name]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        # A stateful loader lets a mid-epoch resume continue with the same data order.
+        # A stateful loader and a sampler shuffling by (seed, epoch) let a mid-epoch resume continue with the same
+        # data order; the generator only seeds workers (the global RNG is left alone).
         cls = StatefulDataLoader if shuffle else DataLoader
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return cls(self._split(split), batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                   shuffle=shuffle, generator=generator, collate_fn=self.collate_fn, num_workers=self.num_workers,
+        dataset = self._split(split)
+        sampler = ResumableRandomSampler(dataset, self.seed) if shuffle else None
+        return cls(dataset, batch_size=self.batch_size if shuffle else self.eval_batch_size,
+                   sampler=sampler, generator=generator, collate_fn=self.collate_fn, num_workers=self.num_workers,
                    pin_memory=self._pin_memory(), persistent_workers=self.num_workers > 0)
 
     def _pin_memory(self) -> bool:

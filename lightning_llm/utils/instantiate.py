@@ -10,17 +10,29 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lightning_llm.errors import UserError
 
 ALLOWED_PREFIXES = ("lightning_llm.", "torch.", "transformers.", "pytorch_lightning.", "torchmetrics.")
+# Inside those packages, callables that load pickles or fetch and run code: an allow-listed package is not a
+# sandbox, so these are refused by name, as are private names (`torch._C...`).
+DENIED_PREFIXES = ("torch.hub.", "torch.load", "torch.jit.load", "torch.package.", "torch.utils.cpp_extension.",
+                   "torch.serialization.", "torch.distributed.rpc.", "torch.compiler.load", "transformers.pipeline",
+                   "transformers.dynamic_module_utils.", "transformers.utils.hub.")
+
+
+def target_refusal(target: str) -> str | None:
+    """Why `target` may not be instantiated, or None when it may."""
+    if not target.startswith(ALLOWED_PREFIXES):
+        return f"only targets under {', '.join(p.rstrip('.') for p in ALLOWED_PREFIXES)} can be instantiated"
+    if target.startswith(DENIED_PREFIXES) or any(part.startswith("_") for part in target.split(".")):
+        return "it can load pickled objects or run fetched code (or is private)"
+    return None
 
 
 def check_targets(node: Any, where: str = "") -> None:
     """Refuse any `_target_` (at any depth) that is not in our package or a trusted ML library."""
     if isinstance(node, DictConfig):
         target = node.get("_target_") if "_target_" in node else None
-        if target is not None and not str(target).startswith(ALLOWED_PREFIXES):
-            raise UserError(
-                f"{where or 'config'}._target_={target!r} is not allowed: only targets under "
-                f"{', '.join(p.rstrip('.') for p in ALLOWED_PREFIXES)} can be instantiated"
-            )
+        reason = target_refusal(str(target)) if target is not None else None
+        if reason:
+            raise UserError(f"{where or 'config'}._target_={target!r} is not allowed: {reason}")
         for key in node.keys():
             if key != "_target_":
                 check_targets(node._get_node(key), f"{where}.{key}" if where else str(key))

@@ -1,0 +1,102 @@
+"""Restart parity: a run preempted (SIGTERM) mid-epoch and relaunched with ckpt_path=last trains exactly like a run
+that was never interrupted: same per-step losses after the restart, same final validation metrics (fp32, CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from lightning_llm.loggers import WANDB_ID_FILE
+from lightning_llm.results import PREEMPTED_EXIT_CODE
+from lightning_llm.validation import resolve_ckpt_path
+from tests.conftest import TINY_BERT, TINY_GPT
+
+# 6 batches per epoch, 2 epochs: the kill at step 3 is mid-epoch, and the restored run crosses an epoch boundary.
+RUN = ["trainer.max_epochs=2", "+trainer.limit_train_batches=6", "+trainer.limit_val_batches=2",
+       "trainer.log_every_n_steps=1", "data.batch_size=8", "callbacks.rich_progress_bar=null", "test=false",
+       "export=false"]
+TASKS = {
+    "classification": TINY_BERT,
+    # GPT-2's default dropout (0.1) stays on: the restored RNG must give the same dropout masks.
+    "gpt": ["model=gpt", "data=text_corpus", *TINY_GPT, "model.max_position_embeddings=64", "data.block_size=32",
+            "callbacks.generation_samples=null"],
+}
+KILL_AT = 3
+PREEMPT = ["+callbacks.fault._target_=lightning_llm.callbacks.FaultInjection",
+           f"+callbacks.fault.sigterm_at_step={KILL_AT}"]
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    """train/loss per step from the CSV logger (the later row wins if a step was logged twice)."""
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return {int(row["step"]): float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")}
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(run_cli, tmp_path: Path, task: str) -> None:
+    args = [*TASKS[task], *RUN]
+    # W&B (offline) on the interrupted run only for classification: the relaunch must continue the same W&B run.
+    with_wandb = task == "classification"
+    logger = "logger=many" if with_wandb else "logger=csv"
+    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / "wandb_home"),
+           "WANDB_CACHE_DIR": str(tmp_path / "wandb_home")}
+
+    reference = tmp_path / "reference"
+    proc = run_cli("lightning_llm.train", *args, "logger=csv", f"hydra.run.dir={reference}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run_dir = tmp_path / "preempted"
+    proc = run_cli("lightning_llm.train", *args, logger, *PREEMPT, f"paths.output_dir={run_dir}", env=env)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, proc.stderr[-3000:]
+    assert f"relaunch the same command with ckpt_path=last paths.output_dir={run_dir}" in proc.stderr
+    assert results(run_dir)["status"] == "preempted"
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == KILL_AT
+
+    proc = run_cli("lightning_llm.train", *args, logger, *PREEMPT, "ckpt_path=last", f"paths.output_dir={run_dir}",
+                   env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in proc.stdout
+
+    expected, resumed = train_losses(reference), train_losses(run_dir)
+    assert len(expected) == 12
+    after_kill = {step: loss for step, loss in expected.items() if step >= KILL_AT}
+    assert {step: loss for step, loss in resumed.items() if step >= KILL_AT} == after_kill  # bit-exact
+    final, reference_final = results(run_dir), results(reference)
+    assert final["status"] == "completed" and final["global_step"] == reference_final["global_step"] == 12
+    assert final["val"] == reference_final["val"]
+
+    if with_wandb:
+        run_id = (run_dir / WANDB_ID_FILE).read_text().strip()
+        offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+        assert len(offline_runs) == 2 and all(p.name.endswith(f"-{run_id}") for p in offline_runs)
+
+
+def test_ckpt_path_last_without_checkpoint_starts_fresh(compose_cfg, capsys) -> None:
+    cfg = compose_cfg([*TINY_BERT, "ckpt_path=last"])
+    assert resolve_ckpt_path(cfg) is None
+    assert "starting fresh" in capsys.readouterr().out
+
+
+def test_ckpt_path_last_picks_the_newest_last_checkpoint(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg([*TINY_BERT, "ckpt_path=last"])
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    older, newer = checkpoints / "last.ckpt", checkpoints / "last-v1.ckpt"
+    older.write_bytes(b"old")
+    newer.write_bytes(b"new")
+    os.utime(older, (1, 1))
+    assert resolve_ckpt_path(cfg) == str(newer)
+    with open_dict(cfg):
+        cfg.ckpt_path = str(older)
+    assert resolve_ckpt_path(cfg) == str(older)

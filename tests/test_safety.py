@@ -1,0 +1,166 @@
+"""Safety: allow-listed `_target_`s only, checkpoints that load with weights_only=True, safetensors exports,
+no credential in any file a run writes, and outputs that are complete or absent (never half-written)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from lightning_llm import train as train_entry
+from lightning_llm.cli import CONFIG_DIR
+from lightning_llm.errors import UserError
+from lightning_llm.results import outcome_recorded
+from lightning_llm.utils.instantiate import check_targets
+from lightning_llm.utils.io import write_dir_atomic, write_json_atomic
+from lightning_llm.utils.secrets import REDACTED, check_config_secrets, redact, refuse_secret_overrides
+from lightning_llm.validation import validate_train_config
+from tests.conftest import TINY_BERT
+
+WANDB_KEY = "fake0wandb1key2value3for4the5leak6test7"
+HF_TOKEN = "hf_fakeTokenValueForTheLeakTest0123"
+SHORT_RUN = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
+             "+trainer.limit_test_batches=2", "data.batch_size=8", "callbacks.rich_progress_bar=null"]
+
+
+# ----------------------------------------------------------------------------------------------- allow-list
+def test_target_outside_the_allow_list_is_refused_before_anything_runs(run_cli, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    run_dir = tmp_path / "run"
+    proc = run_cli("lightning_llm.train", *TINY_BERT, "+callbacks.evil._target_=os.system",
+                   f"+callbacks.evil.command='touch {marker}'", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: callbacks.evil._target_='os.system' is not allowed: only targets under lightning_llm, torch, "
+        "transformers, pytorch_lightning, torchmetrics can be instantiated")
+    assert not marker.exists()
+    assert not {"results.json", "checkpoints", "tokenizer", "config_tree.log"} & {p.name for p in run_dir.iterdir()}
+
+
+@pytest.mark.parametrize("target", ["builtins.eval", "subprocess.Popen", "torch.hub.load", "torch.load",
+                                    "transformers.pipeline", "torch._C._get_tracing_state", "torchx.evil"])
+def test_allow_list_refuses_at_any_depth(compose_cfg, target: str) -> None:
+    cfg = compose_cfg(TINY_BERT)
+    with open_dict(cfg):
+        cfg.trainer.plugins = [{"_target_": "torch.nn.Identity", "inner": {"_target_": target}}]
+    with pytest.raises(UserError, match=r"trainer\.plugins\[0\]\.inner\._target_=.* is not allowed"):
+        validate_train_config(cfg)
+
+
+def test_trust_remote_code_is_off_in_every_model_config(compose_cfg) -> None:
+    for option in sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml")):
+        assert compose_cfg([f"model={option}"]).model.trust_remote_code is False, option
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def test_resume_checkpoint_must_load_with_weights_only(compose_cfg, tmp_path: Path) -> None:
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "loops": {}, "callback": OmegaConf.create({"a": 1})}, pickled)
+    with pytest.raises(UserError, match="does not load safely"):
+        validate_train_config(compose_cfg([*TINY_BERT, f"ckpt_path={pickled}"]))
+
+
+def test_resume_checkpoint_of_another_model_is_refused(compose_cfg, tmp_path: Path) -> None:
+    gpt = tmp_path / "gpt.ckpt"
+    torch.save({"state_dict": {}, "loops": {},
+                "lightning_llm_module": "lightning_llm.modules.causal_lm.CausalLMModule"}, gpt)
+    with pytest.raises(UserError, match="holds a CausalLMModule, but model._target_ is"):
+        validate_train_config(compose_cfg([*TINY_BERT, f"ckpt_path={gpt}"]))
+
+
+# ----------------------------------------------------------------------------------------------- secrets
+def test_credentials_in_the_environment_end_up_in_no_file(run_cli, tmp_path: Path) -> None:
+    """All loggers (W&B offline), test and export: no file of the run dir or W&B's folders holds either value."""
+    run_dir, home = tmp_path / "run", tmp_path / "home"
+    env = {"WANDB_API_KEY": WANDB_KEY, "HF_TOKEN": HF_TOKEN, "WANDB_MODE": "offline", "WANDB_DIR": str(home),
+           "WANDB_CONFIG_DIR": str(home), "WANDB_CACHE_DIR": str(home), "WANDB_DATA_DIR": str(home)}
+    proc = run_cli("lightning_llm.train", *TINY_BERT, *SHORT_RUN, "logger=many", "+note=${oc.env:HF_TOKEN}",
+                   f"hydra.run.dir={run_dir}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((run_dir / "wandb").glob("offline-run-*")) and (run_dir / "tensorboard").is_dir()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) > 15
+    leaks = [str(p) for p in files if WANDB_KEY.encode() in p.read_bytes() or HF_TOKEN.encode() in p.read_bytes()]
+    assert not leaks
+    assert WANDB_KEY not in proc.stdout + proc.stderr and HF_TOKEN not in proc.stdout + proc.stderr
+    # Exports are safetensors, and every checkpoint loads with weights_only=True.
+    assert (run_dir / "hf_model" / "model.safetensors").is_file()
+    assert not list((run_dir / "hf_model").glob("*.bin"))
+    for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
+        torch.load(ckpt, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.parametrize("override", ["+logger.wandb.api_key=abc123", "+model.hf_token=hf_abc",
+                                      f"+data.x={HF_TOKEN}"])
+def test_credentials_on_the_command_line_are_refused_before_hydra_writes_them(
+        override: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["llm-train", *TINY_BERT, override])
+    with pytest.raises(SystemExit) as exit_info:
+        train_entry.main()
+    assert exit_info.value.code == 2
+    assert "looks like a credential on the command line" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # Hydra never started: no .hydra/overrides.yaml with the value
+
+
+def test_harmless_token_like_overrides_pass() -> None:
+    refuse_secret_overrides(["data.max_length=64", "+model.pad_token=<pad>", "generate.max_new_tokens=5",
+                             "model.tokenizer_name_or_path=gpt2", "+note=${oc.env:HF_TOKEN}", "x.api_key=null"])
+
+
+def test_credentials_in_configs_are_refused_where_they_would_be_saved(compose_cfg, monkeypatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    with pytest.raises(UserError, match="logger.wandb.api_key: holds a literal credential"):
+        check_config_secrets(compose_cfg(["logger=wandb", "+logger.wandb.api_key=abc"]))
+    # Model settings are saved verbatim into checkpoints and config.json: no reference to a credential there.
+    with pytest.raises(UserError, match="model.config_overrides.note: resolves to a credential"):
+        check_config_secrets(compose_cfg(["+model.config_overrides.note=${oc.env:HF_TOKEN}"]))
+    check_config_secrets(compose_cfg(["+note=${oc.env:HF_TOKEN}"]))  # redacted wherever it is logged
+
+
+def test_redact_hides_secret_keys_and_values_but_not_tokenizer_fields() -> None:
+    out = redact({"wandb": {"api_key": "k", "token": "t"}, "pad_token": "<pad>", "max_new_tokens": 5,
+                  "note": f"x{HF_TOKEN}y"}, values=[HF_TOKEN])
+    assert out == {"wandb": {"api_key": REDACTED, "token": REDACTED}, "pad_token": "<pad>", "max_new_tokens": 5,
+                   "note": f"x{REDACTED}y"}
+
+
+# ----------------------------------------------------------------------------------------------- atomic outputs
+def test_json_write_that_fails_leaves_the_previous_file_and_no_temp(tmp_path: Path) -> None:
+    path = write_json_atomic(tmp_path / "results.json", {"status": "completed", "value": 1.0})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"status": "completed", "value": object()})  # fails halfway through dumping
+    assert json.loads(path.read_text()) == {"status": "completed", "value": 1.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_dir_write_that_fails_leaves_no_folder_that_looks_complete(tmp_path: Path) -> None:
+    def half_export(tmp: Path) -> None:
+        (tmp / "config.json").write_text("{}")
+        raise RuntimeError("killed while writing weights")
+
+    with pytest.raises(RuntimeError):
+        write_dir_atomic(tmp_path / "hf_model", half_export)
+    assert not any(tmp_path.iterdir())
+    write_dir_atomic(tmp_path / "hf_model", lambda tmp: (tmp / "model.safetensors").write_text("v1"))
+    with pytest.raises(RuntimeError):
+        write_dir_atomic(tmp_path / "hf_model", half_export)
+    assert [p.name for p in tmp_path.iterdir()] == ["hf_model"]
+    assert (tmp_path / "hf_model" / "model.safetensors").read_text() == "v1"
+
+
+def test_results_say_running_then_failed_when_a_run_crashes(compose_cfg) -> None:
+    cfg = compose_cfg(TINY_BERT)
+    results = Path(cfg.paths.output_dir) / "results.json"
+    write_json_atomic(results, {"status": "completed", "val": {"val/acc": 0.9}})  # a previous run's result
+    with pytest.raises(RuntimeError), outcome_recorded(cfg):
+        assert json.loads(results.read_text())["status"] == "running"
+        raise RuntimeError("CUDA out of memory")
+    final = json.loads(results.read_text())
+    assert final["status"] == "failed" and final["error"] == "RuntimeError: CUDA out of memory"
+    assert "val" not in final
