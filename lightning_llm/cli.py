@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_llm import sweep
 from lightning_llm.errors import UserError
 from lightning_llm.utils.secrets import redact
 
@@ -36,14 +37,21 @@ def print_config(cfg: DictConfig, save_to: str | Path | None = None) -> None:
             Console(file=f, width=120, color_system=None).print(tree)
 
 
-def run_or_exit(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
-    """Run an entry point; a `UserError` becomes `error: <one line>` on stderr and exit code 2."""
+def run_or_exit(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
+    """Run an entry point; a `UserError` becomes `error: <one line>` on stderr and exit code 2. In a multirun
+    any crash is recorded as the job's failure and None returned, so the sweep goes on (see sweep.py)."""
     try:
         return fn(cfg)
-    except UserError as err:
+    except Exception as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {err}", file=sys.stderr)
+        if sweep.in_multirun():
+            sweep.record_failed_job(cfg, err)
+            return None
+        user_error = sweep.user_error_in(err)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_llm import builders
 from lightning_llm.cli import CONFIG_DIR, exit_on_user_error, print_config, run_or_exit
 from lightning_llm.hardware import follow_rank_zero_run_dir, share_run_dir
-from lightning_llm.loggers import log_config
+from lightning_llm.loggers import finish_loggers, log_config
 from lightning_llm.results import collect_metrics, export_model, outcome_recorded, write_results
 from lightning_llm.utils.secrets import refuse_secret_overrides
 from lightning_llm.validation import resolve_ckpt_path, validate_train_config
@@ -54,14 +54,16 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None, weights_only=True)
         test_metrics = collect_metrics(trainer, "test/")
     hf_dir = export_model(trainer, model, tokenizer, out) if cfg.export else None
-    return write_results(cfg, trainer, val_metrics=val_metrics, test_metrics=test_metrics, best_ckpt=best_ckpt,
-                         hf_dir=hf_dir)
+    results = write_results(cfg, trainer, val_metrics=val_metrics, test_metrics=test_metrics, best_ckpt=best_ckpt,
+                            hf_dir=hf_dir)
+    finish_loggers(loggers, OmegaConf.to_container(cfg, resolve=True), results)
+    return results
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     results = run_or_exit(train, cfg)
-    return results["optimized_metric"]["value"]
+    return results["optimized_metric"]["value"] if results else None
 
 
 def main() -> None:

@@ -1,0 +1,250 @@
+"""`llm-report <multirun dir>`: what a sweep found, without W&B. Writes <dir>/report/: report.md and
+report.csv (swept overrides vs final metrics, best first; failed jobs listed with their error), a plot of the
+optimized metric against each swept parameter, and the learning curves of the best runs (csv logger)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from hydra_plugins.lightning_llm_optuna.sweeper import resolve_direction
+from lightning_llm.cli import exit_on_user_error
+from lightning_llm.errors import UserError
+from lightning_llm.sweep import SweepJob, sweep_jobs, sweep_overrides, swept_overrides
+
+
+@dataclass
+class Row:
+    job: SweepJob
+    params: dict[str, str]
+    value: float | None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        results = self.job.results or {}
+        return {**(results.get("val") or {}), **(results.get("test") or {})}
+
+
+def build_rows(sweep_dir: Path, metric: str | None) -> tuple[list[Row], str, list[str]]:
+    """One row per job (params = its swept overrides), the metric's name and the swept keys that vary."""
+    jobs = sweep_jobs(sweep_dir)
+    if not jobs:
+        raise UserError(f"{sweep_dir}: no job directories (with .hydra/) found; pass a multirun directory")
+    metric = metric or next((j.results["optimized_metric"]["name"] for j in jobs
+                             if (j.results or {}).get("optimized_metric", {}).get("name")), None)
+    if not metric:
+        raise UserError(f"{sweep_dir}: no job names its optimized_metric; pass --metric")
+    fixed = sweep_overrides(sweep_dir)
+    rows = []
+    for job in jobs:
+        params = dict(o.split("=", 1) for o in swept_overrides(job.overrides, fixed) if "=" in o)
+        row = Row(job, params, None)
+        value = row.metrics.get(metric) if job.status == "completed" else None
+        row.value = value if value is not None and math.isfinite(value) else None
+        rows.append(row)
+    keys = list(dict.fromkeys(k for row in rows for k in row.params))
+    if len(rows) > 1:  # a key with one value in every job explains nothing
+        keys = [k for k in keys if len({row.params.get(k) for row in rows}) > 1]
+    return rows, metric, keys
+
+
+def sweep_direction(sweep_dir: Path, metric: str) -> str:
+    """The Optuna sweeper's direction when it set one, else by the metric's name (losses down, rest up)."""
+    path = sweep_dir / "multirun.yaml"
+    direction = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.direction", default=None) \
+        if path.is_file() else None
+    return resolve_direction(str(direction) if direction in ("maximize", "minimize", "max", "min") else "auto",
+                             metric)
+
+
+def rank(rows: list[Row], direction: str) -> list[Row]:
+    """Best first; completed jobs without the metric next; failed jobs last (in job order)."""
+    sign = -1.0 if direction == "maximize" else 1.0
+    return sorted(rows, key=lambda r: (r.job.status != "completed", r.value is None,
+                                       sign * r.value if r.value is not None else 0.0))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def table(rows: list[Row], metric: str, keys: list[str]) -> tuple[list[str], list[list[Any]]]:
+    metric_names = sorted({k for row in rows for k in row.metrics} - {metric})
+    header = ["job", "status", *keys, metric, *metric_names, "error"]
+    body = [[row.job.dir.name, row.job.status, *(row.params.get(k, "") for k in keys), row.value,
+             *(row.metrics.get(m) for m in metric_names), (row.job.results or {}).get("error", "")]
+            for row in rows]
+    return header, body
+
+
+def write_csv(path: Path, header: list[str], body: list[list[Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([["" if v is None else v for v in line] for line in body])
+
+
+def markdown(header: list[str], body: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, str) and re.fullmatch(r"-?\d*\.\d+(e-?\d+)?|-?\d+e-?\d+", value):
+            value = float(value)  # sampled floats: 4 significant digits here, all of them in the CSV
+        return _fmt(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in line) + " |" for line in body]
+    return "\n".join(lines)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("_")
+
+
+def _numbers(values: list[str]) -> list[float] | None:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None
+
+
+def plot_metric_vs_params(rows: list[Row], metric: str, keys: list[str], out: Path) -> list[Path]:
+    """One scatter per swept key (log x for positive values spanning >= 20x; categories as positions)."""
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r.value is not None and all(k in r.params for k in keys)]
+    paths = []
+    for key in keys:
+        points = [(r.params[key], r.value) for r in done]
+        if not points:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        xs = _numbers([x for x, _ in points])
+        if xs is not None:
+            ax.scatter(xs, [y for _, y in points])
+            if min(xs) > 0 and max(xs) / min(xs) >= 20:
+                ax.set_xscale("log")
+        else:
+            categories = sorted({x for x, _ in points})
+            ax.scatter([categories.index(x) for x, _ in points], [y for _, y in points])
+            ax.set_xticks(range(len(categories)), categories)
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} vs {key} ({len(points)} jobs)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out / f"{_safe(metric)}_vs_{_safe(key)}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def read_metrics_csv(job_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """{metric: [(step, value), ...]} from the job's csv logger (first metrics.csv under the job)."""
+    found = sorted(job_dir.rglob("metrics.csv"))
+    if not found:
+        return {}
+    curves: dict[str, list[tuple[float, float]]] = {}
+    with open(found[0], newline="") as f:
+        for record in csv.DictReader(f):
+            step = float(record.get("step") or 0)
+            for key, value in record.items():
+                if key not in ("step", "epoch") and value not in ("", None):
+                    curves.setdefault(key, []).append((step, float(value)))
+    return curves
+
+
+def plot_learning_curves(rows: list[Row], metric: str, out: Path, top: int) -> Path | None:
+    """train/loss and the validation curve behind the optimized metric (val/acc for val/acc_best) vs step."""
+    import matplotlib.pyplot as plt
+
+    best = [(r, read_metrics_csv(r.job.dir)) for r in rows if r.value is not None][:top]
+    best = [(r, c) for r, c in best if c]
+    if not best:
+        return None
+    val_key = metric.removesuffix("_best")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for row, curves in best:
+        label = f"job {row.job.dir.name} ({_fmt(row.value)})"
+        for ax, key in zip(axes, ("train/loss", val_key if len(curves.get(val_key, [])) > 1 else metric)):
+            points = curves.get(key, [])
+            if points:
+                ax.plot([s for s, _ in points], [v for _, v in points], marker="." if len(points) < 30 else None,
+                        label=label)
+            ax.set_title(key)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+    for ax in axes:  # one legend, on a panel that has curves (few steps may log no train/loss)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+            break
+    fig.suptitle(f"learning curves of the best {len(best)} jobs")
+    fig.tight_layout()
+    path = out / "learning_curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(sweep_dir: str | Path, *, metric: str | None = None, direction: str | None = None,
+                 top: int = 3, out: str | Path | None = None) -> Path:
+    """Write the report and return the markdown file's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise UserError(f"{sweep_dir}: not a directory")
+    rows, metric, keys = build_rows(sweep_dir, metric)
+    direction = resolve_direction(direction, metric) if direction else sweep_direction(sweep_dir, metric)
+    rows = rank(rows, direction)
+    out = Path(out) if out else sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+
+    header, body = table(rows, metric, keys)
+    write_csv(out / "report.csv", header, body)
+    plots = plot_metric_vs_params(rows, metric, keys, out)
+    curves = plot_learning_curves(rows, metric, out, top)
+    failed = [r for r in rows if r.job.status != "completed"]
+    best = rows[0] if rows[0].value is not None else None
+    lines = [f"# Sweep report: {sweep_dir.name}", "",
+             f"- sweep: `{sweep_dir}`",
+             f"- {len(rows)} jobs, {len(failed)} failed; ranked by `{metric}` ({direction})"]
+    if best:
+        overrides = " ".join(f"{k}={v}" for k, v in best.params.items()) or "(no swept overrides)"
+        lines.append(f"- best: job {best.job.dir.name}, `{metric}` = {_fmt(best.value)}: `{overrides}`")
+    lines += ["", markdown(header, body), ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    if curves:
+        lines.append(f"![learning curves]({curves.name})")
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    summary = f"best job {best.job.dir.name}: {metric}={_fmt(best.value)}" if best else "no completed job"
+    print(f"report: {len(rows)} jobs, {len(failed)} failed, {summary} -> {report} (+ report.csv, "
+          f"{len(plots) + bool(curves)} plots)")
+    return report
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="llm-report", description=__doc__)
+    parser.add_argument("sweep_dir", help="a multirun directory, e.g. outputs/<task_name>/multiruns/<timestamp>")
+    parser.add_argument("--metric", help="rank by this metric (default: the jobs' optimized_metric)")
+    parser.add_argument("--direction", choices=["maximize", "minimize"],
+                        help="default: the Optuna sweeper's, else minimize losses/perplexities, maximize the rest")
+    parser.add_argument("--top", type=int, default=3, help="learning curves of this many best jobs")
+    parser.add_argument("--out", help="output directory (default: <sweep_dir>/report)")
+    args = parser.parse_args(argv)
+    write_report(args.sweep_dir, metric=args.metric, direction=args.direction, top=args.top, out=args.out)
+
+
+if __name__ == "__main__":
+    main()

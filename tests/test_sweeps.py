@@ -1,0 +1,143 @@
+"""Sweeps: our Optuna sweeper (search space, persistent study that grows when re-run, best params written) and
+fault tolerance (a crashing job is recorded, the others finish, non-zero exit with a one-line summary)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hydra_plugins.lightning_llm_optuna.search_space import override_value, parse_search_space
+from hydra_plugins.lightning_llm_optuna.sweeper import resolve_direction
+from lightning_llm.report import write_report
+from lightning_llm.sweep import error_line, swept_overrides
+from tests.conftest import TINY_BERT
+
+# A few batches per job: the sweep machinery is under test, not the model.
+TINY_JOB = [*TINY_BERT, "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+            "+trainer.limit_test_batches=1", "callbacks.rich_progress_bar=null", "data.max_length=32"]
+
+
+def test_search_space_follows_hydra_sweep_syntax() -> None:
+    space, fixed = parse_search_space([
+        "model.learning_rate=tag(log, interval(1e-5, 1e-2))", "model.dropout=interval(0, 0.3)",
+        "data.batch_size=choice(16, 32)", "+trainer.limit_train_batches=range(2, 11, 4)", "seed=1,2",
+        "model.weight_decay=interval(0, 1)", "model.weight_decay=0.01", "task_name=x"])
+    assert space["model.learning_rate"] == FloatDistribution(1e-5, 1e-2, log=True)
+    assert space["model.dropout"] == FloatDistribution(0.0, 0.3)
+    assert space["data.batch_size"] == CategoricalDistribution([16, 32])
+    assert space["+trainer.limit_train_batches"] == IntDistribution(2, 10, step=4)  # range's stop is excluded
+    assert space["seed"] == CategoricalDistribution([1, 2])
+    assert "model.weight_decay" not in space  # the later plain value wins, as in Hydra
+    assert fixed == ["model.weight_decay=0.01", "task_name=x"]
+    assert [override_value(v) for v in (None, True, 0.5, "a b", "x/y")] == ["null", "true", "0.5", "'a b'", "x/y"]
+
+
+def test_direction_auto_minimizes_losses_and_perplexity() -> None:
+    assert resolve_direction("auto", "val/acc_best") == "maximize"
+    assert resolve_direction("auto", "val/ppl") == resolve_direction("auto", "val/loss") == "minimize"
+    assert resolve_direction("max", "val/loss") == "maximize"
+    with pytest.raises(ValueError, match="direction"):
+        resolve_direction("up", "val/acc")
+
+
+def test_swept_overrides_leave_out_what_the_whole_sweep_fixed() -> None:
+    sweep_level = ["experiment=classify_demo", "model.learning_rate=1e-4,1e-3", "hydra.sweeper.n_trials=4"]
+    job = ["experiment=classify_demo", "model.learning_rate=1e-4", "data.batch_size=16"]
+    assert swept_overrides(job, sweep_level) == ["model.learning_rate=1e-4", "data.batch_size=16"]
+
+
+def test_error_line_is_one_line_and_finds_our_message_behind_hydra() -> None:
+    from hydra.errors import InstantiationException
+
+    from lightning_llm.errors import UserError
+
+    try:
+        try:
+            raise UserError("model.num_attention_heads: must divide\nhidden_size")
+        except UserError as inner:
+            raise InstantiationException("Error in call to target 'X'") from inner
+    except InstantiationException as err:
+        assert error_line(err) == "model.num_attention_heads: must divide hidden_size"
+    assert error_line(ValueError("bad\nvalue")) == "ValueError: bad value"
+
+
+def tensorboard_hparams(log_dir: Path) -> tuple[dict[str, Any], set[str]]:
+    """The hparams of a TensorBoard run's HParams session and the metric tags its dashboard shows."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    hparams, metrics = {}, set()
+    for raw in events.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if data.WhichOneof("data") == "experiment":
+            metrics = {info.name.tag for info in data.experiment.metric_infos}
+        elif data.WhichOneof("data") == "session_start_info":
+            hparams = {k: getattr(v, v.WhichOneof("kind")) for k, v in data.session_start_info.hparams.items()}
+    return hparams, metrics
+
+
+def _sweep_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("outputs/*/multiruns/*/multirun.yaml"))
+
+
+def test_optuna_search_writes_best_params_and_resumes_the_study(run_cli, tmp_path: Path) -> None:
+    first = run_cli("lightning_llm.train", "hparams_search=optuna", *TINY_JOB, "hydra.sweeper.n_trials=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    (sweep_dir,) = _sweep_dirs(tmp_path)
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert best.n_trials_in_study == 2 and isinstance(best.best_value, float)
+    assert set(best.best_params) == {"model.learning_rate", "data.batch_size", "model.warmup_ratio",
+                                     "model.weight_decay", "model.dropout"}
+    assert "optuna: best of 2 trials" in first.stdout
+    for job in ("0", "1"):  # every trial is a job with its own results, trained with the sampled values
+        results = json.loads((sweep_dir / job / "results.json").read_text())
+        assert results["status"] == "completed"
+        trial = best.trials[int(job)]
+        job_cfg = OmegaConf.load(sweep_dir / job / ".hydra" / "config.yaml")
+        assert job_cfg.model.learning_rate == pytest.approx(trial.params["model.learning_rate"])
+        assert results["optimized_metric"]["value"] == pytest.approx(trial.value)
+
+    second = run_cli("lightning_llm.train", "hparams_search=optuna", *TINY_JOB, "hydra.sweeper.n_trials=1")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "2 trials so far, 1 to add" in second.stdout
+    study = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/outputs/train/optuna.db")
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert study.trials[2].params not in (study.trials[0].params, study.trials[1].params)
+    new_sweep = next(d for d in _sweep_dirs(tmp_path) if d != sweep_dir)
+    assert OmegaConf.load(new_sweep / "optimization_results.yaml").n_trials_in_study == 3
+
+
+def test_sweep_survives_a_crashing_job(run_cli, tmp_path: Path) -> None:
+    # 3 heads do not divide hidden_size=32: job 2 fails while building the model.
+    proc = run_cli("lightning_llm.train", "-m", *TINY_JOB, "model.num_attention_heads=1,2,3",
+                   "logger=[csv,tensorboard]")
+    assert proc.returncode == 1
+    summary = [line for line in proc.stderr.splitlines() if line.startswith("sweep:")]
+    assert len(summary) == 1 and summary[0].startswith("sweep: 1 of 3 jobs failed (job 2, failed:")
+    (sweep_dir,) = _sweep_dirs(tmp_path)
+    assert sweep_dir.parent.parent.name == "train"  # outputs/<task_name>/multiruns/<timestamp>/<job>
+    statuses = {job: json.loads((sweep_dir / job / "results.json").read_text()) for job in ("0", "1", "2")}
+    assert statuses["0"]["status"] == statuses["1"]["status"] == "completed"
+    assert statuses["2"]["status"] == "failed"
+    assert "hidden size (32) is not a multiple" in statuses["2"]["error"]
+    assert "job failed:" in (sweep_dir / "2" / "train.log").read_text()  # the job's own log says why
+
+    for job, heads in (("0", 1), ("1", 2)):  # TensorBoard's HParams dashboard can compare the jobs
+        hparams, metrics = tensorboard_hparams(sweep_dir / job / "tensorboard")
+        assert hparams["model/num_attention_heads"] == heads
+        assert {"val/acc_best", "test/acc"} <= metrics
+
+    report = write_report(sweep_dir)  # the report reads a real sweep too, failed job included
+    rows = (report.parent / "report.csv").read_text().splitlines()
+    assert rows[0].startswith("job,status,model.num_attention_heads,val/acc_best")
+    assert rows[-1].startswith("2,failed,3,,")
+    assert (report.parent / "learning_curves.png").is_file()
