@@ -59,8 +59,10 @@ def check_block_size(cfg: DictConfig) -> None:
 
 
 def last_checkpoint(run_dir: str | Path) -> str | None:
-    """The newest <run>/checkpoints/last*.ckpt (last-v1.ckpt etc. exist only with Lightning's version counter)."""
-    candidates = list((Path(run_dir) / "checkpoints").glob("last*.ckpt"))
+    """The newest of <run>/checkpoints/last*.ckpt (last-v1.ckpt exists only with Lightning's version counter)
+    and <run>/hpc_ckpt_*.ckpt (what Lightning's SLURM auto-requeue saves on SIGUSR1)."""
+    run_dir = Path(run_dir)
+    candidates = [*(run_dir / "checkpoints").glob("last*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
     return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
 
 

@@ -42,7 +42,9 @@ def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
-@pytest.mark.parametrize("task", TASKS)
+# The GPT variant is marked slow (three more subprocess runs, ~35 s of CPU): `pytest -m slow tests/test_resume.py`.
+@pytest.mark.parametrize("task", [pytest.param(task, marks=[pytest.mark.slow] if task == "gpt" else [])
+                                  for task in TASKS])
 def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(run_cli, tmp_path: Path, task: str) -> None:
     args = [*TASKS[task], *RUN]
     # W&B (offline) on the interrupted run only for classification: the relaunch must continue the same W&B run.
@@ -97,6 +99,10 @@ def test_ckpt_path_last_picks_the_newest_last_checkpoint(compose_cfg, tmp_path: 
     newer.write_bytes(b"new")
     os.utime(older, (1, 1))
     assert resolve_ckpt_path(cfg) == str(newer)
+    slurm = Path(cfg.paths.output_dir) / "hpc_ckpt_1.ckpt"  # Lightning's SLURM auto-requeue checkpoint
+    slurm.write_bytes(b"newest")
+    os.utime(newer, (2, 2))
+    assert resolve_ckpt_path(cfg) == str(slurm)
     with open_dict(cfg):
         cfg.ckpt_path = str(older)
     assert resolve_ckpt_path(cfg) == str(older)
