@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from datasets import DatasetDict
-from transformers import DataCollatorForLanguageModeling
+from torch.utils.data import DataLoader
 
 from lightning_llm.data.base import CachedTextDataModule
+from lightning_llm.data.masking import MaskingCollator, check_mlm_probability, check_mlm_tokenizer
 from lightning_llm.errors import UserError
 
 Objective = Literal["causal_lm", "masked_lm"]
@@ -50,6 +53,9 @@ class TextCorpusDataModule(CachedTextDataModule):
     Documents are separated by EOS (causal LM) or by the tokenizer's own [CLS]/[SEP] (masked LM), as in the
     `group_texts` recipe of the transformers examples; the remainder of each 1000-document batch is dropped.
     With `line_by_line`, each non-empty line (row) is one example, truncated to `block_size` and padded per batch.
+    Masked LM: masks are drawn anew for every training batch and fixed per batch for validation/test
+    (see `MaskingCollator`); `majority_token_id` (most frequent non-special training token) is the baseline
+    guess that masked-LM accuracy is compared with.
     """
 
     tasks = {"causal_lm", "masked_lm"}
@@ -66,7 +72,8 @@ class TextCorpusDataModule(CachedTextDataModule):
         self.objective, self.text_column, self.block_size = objective, text_column, block_size
         self.line_by_line, self.mlm_probability, self.whole_word_mask = line_by_line, mlm_probability, whole_word_mask
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.collate_fn = None  # built in setup, once the tokenizer is known
+        self.collate_fn = self.eval_collate_fn = None  # built in setup, once the tokenizer is known
+        self.majority_token_id: int | None = None
 
     def _processing_params(self) -> dict[str, Any]:
         return {"objective": self.objective, "text": self.text_column, "block_size": self.block_size,
@@ -84,21 +91,32 @@ class TextCorpusDataModule(CachedTextDataModule):
         for batch in raw["train"].select_columns([self.text_column]).iter(batch_size=1000):
             yield from (t for t in batch[self.text_column] if t and t.strip())
 
+    def prepare_data(self) -> None:
+        if self.objective == "masked_lm":  # fail before minutes of tokenizing
+            check_mlm_probability(self.mlm_probability)
+            if self.tokenizer is not None:
+                check_mlm_tokenizer(self.tokenizer, self.whole_word_mask)
+        super().prepare_data()
+
     def _process(self, raw: DatasetDict) -> tuple[DatasetDict, dict[str, Any]]:
         self._check_columns(raw)
         tok, column, block = self.tokenizer, self.text_column, self.block_size
         eos = tok.eos_token_id if self.objective == "causal_lm" else None
 
-        def encode(batch: dict[str, list]) -> dict[str, list]:
+        # Only input_ids are kept: not converting attention masks/token types and packing with C-level iteration
+        # (chain + fromiter with count, blocks handed over as one array) made prepare_data ~15% faster (B3).
+        only_ids = {"return_attention_mask": False, "return_token_type_ids": False}
+
+        def encode(batch: dict[str, list]) -> dict[str, Any]:
             texts = [t for t in batch[column] if t and t.strip()]
             if self.line_by_line:
-                return {"input_ids": tok(texts, truncation=True, max_length=block)["input_ids"]}
-            ids = tok(texts)["input_ids"]
+                return {"input_ids": tok(texts, truncation=True, max_length=block, **only_ids)["input_ids"]}
+            ids = tok(texts, **only_ids)["input_ids"]
             if eos is not None:
                 ids = [x if x and x[-1] == eos else x + [eos] for x in ids]
-            flat = np.fromiter((t for x in ids for t in x), dtype=np.int64)
+            flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=sum(map(len, ids)))
             usable = len(flat) // block * block
-            return {"input_ids": flat[:usable].reshape(-1, block).tolist()}
+            return {"input_ids": flat[:usable].reshape(-1, block)}
 
         processed = DatasetDict()
         for split, ds in raw.items():
@@ -108,13 +126,44 @@ class TextCorpusDataModule(CachedTextDataModule):
             if len(processed[split]) == 0:
                 what = "no non-empty lines" if self.line_by_line else f"fewer than data.block_size={block} tokens"
                 raise UserError(f"data: the {split} split has {what} (empty corpus?)")
-        return processed, {"num_tokens": {s: sum(map(len, d["input_ids"])) for s, d in processed.items()}}
+        # Summed from Arrow's list lengths: reading the column into Python lists took ~10% of prepare_data (B3).
+        meta = {"num_tokens": {s: int(pc.sum(pc.list_value_length(d.data.column("input_ids"))).as_py() or 0)
+                               for s, d in processed.items()}}
+        if self.objective == "masked_lm" and "train" in processed:
+            meta["majority_token_id"] = self._majority_token_id(processed["train"])
+        return processed, meta
+
+    def _majority_token_id(self, train: Any, max_tokens: int = 10_000_000) -> int:
+        """The most frequent non-special token of (the first `max_tokens` of) the training split."""
+        counts, seen = np.zeros(len(self.tokenizer), dtype=np.int64), 0
+        for batch in train.iter(batch_size=1000):
+            ids = np.fromiter(chain.from_iterable(batch["input_ids"]), dtype=np.int64)
+            counts += np.bincount(ids, minlength=len(counts))[:len(counts)]
+            seen += len(ids)
+            if seen >= max_tokens:
+                break
+        counts[self.tokenizer.all_special_ids] = -1
+        return int(counts.argmax())
 
     def _after_load(self, datasets: DatasetDict, meta: dict[str, Any]) -> None:
         self.num_tokens = meta["num_tokens"]
+        self.majority_token_id = meta.get("majority_token_id")
         if self.objective == "causal_lm":
-            self.collate_fn = CausalLMCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+            self.collate_fn = self.eval_collate_fn = CausalLMCollator(self.tokenizer.pad_token_id,
+                                                                      self.pad_to_multiple_of)
         else:
-            self.collate_fn = DataCollatorForLanguageModeling(
-                self.tokenizer, mlm=True, mlm_probability=self.mlm_probability, whole_word_mask=self.whole_word_mask,
-                pad_to_multiple_of=self.pad_to_multiple_of)
+            self.collate_fn, self.eval_collate_fn = (MaskingCollator(
+                self.tokenizer, mlm_probability=self.mlm_probability, whole_word_mask=self.whole_word_mask,
+                pad_to_multiple_of=self.pad_to_multiple_of, seed=self.seed, deterministic=fixed)
+                for fixed in (False, True))
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        loader = self._loader(split, shuffle=False)
+        loader.collate_fn = self.eval_collate_fn  # fixed masks; read when iterating (workers start then)
+        return loader
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,82 @@
+"""Masked-LM pretraining end to end (tiny BERT), and the pretrain -> fine-tune chain through its `hf_model/`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from transformers import AutoModelForMaskedLM
+
+from lightning_llm import builders
+from lightning_llm.cli import CONFIG_DIR
+from lightning_llm.train import train
+from tests.conftest import TINY_BERT
+
+LIMITS = ["callbacks.rich_progress_bar=null", "trainer.max_epochs=1", "data.batch_size=8",
+          "++trainer.limit_train_batches=6", "++trainer.limit_val_batches=2", "++trainer.limit_test_batches=2"]
+
+
+@pytest.fixture(scope="module")
+def mlm_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One tiny MLM run shared by the tests below (composed as the `compose_cfg` fixture does)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=mlm_demo", *TINY_BERT, *LIMITS],
+                      return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path_factory.mktemp("mlm_run"))
+        del cfg["hydra"]
+    GlobalHydra.instance().clear()
+    return train(cfg)
+
+
+def test_tiny_mlm_run_reports_masked_metrics_and_exports(mlm_run: dict) -> None:
+    val, test = mlm_run["val"], mlm_run["test"]
+    for stage, metrics in (("val", val), ("test", test)):
+        assert 0 <= metrics[f"{stage}/mlm_acc"] <= 1 and 0 < metrics[f"{stage}/mlm_majority_acc"] < 1
+        assert metrics[f"{stage}/ppl"] == pytest.approx(math.exp(metrics[f"{stage}/loss"]), rel=1e-4)
+    assert mlm_run["optimized_metric"] == {"name": "val/mlm_acc", "value": val["val/mlm_acc"]}
+    assert json.loads((Path(mlm_run["run_dir"]) / "results.json").read_text())["val"] == val
+    hf_model = Path(mlm_run["hf_model"])
+    assert (hf_model / "tokenizer.json").is_file()
+    assert AutoModelForMaskedLM.from_pretrained(hf_model).config.hidden_size == 32
+
+
+def test_classifier_starts_from_the_mlm_export(mlm_run: dict, compose_cfg) -> None:
+    hf_model = mlm_run["hf_model"]
+    cfg = compose_cfg(["experiment=pretrain_then_finetune", f"model.pretrained_model_name_or_path={hf_model}",
+                       *LIMITS])
+    datamodule = builders.build_datamodule(cfg)
+    tokenizer = builders.build_tokenizer(cfg, datamodule)
+    datamodule.tokenizer = tokenizer
+    datamodule.setup("fit")
+    classifier = builders.build_model(cfg, tokenizer, datamodule).model
+
+    assert tokenizer.get_vocab() == builders.load_tokenizer(hf_model, "x").get_vocab()  # the export's tokenizer
+    encoder = AutoModelForMaskedLM.from_pretrained(hf_model).bert.state_dict()
+    loaded = classifier.bert.state_dict()
+    shared = [k for k in encoder if k in loaded]
+    assert len(shared) >= 20 and any("encoder.layer.0" in k for k in shared)
+    for key in shared:
+        assert torch.equal(loaded[key], encoder[key]), key
+    assert classifier.config.num_labels == 2
+
+    scratch = builders.build_model(compose_cfg(["experiment=pretrain_then_finetune", *TINY_BERT, *LIMITS,
+                                                "model.pretrained_model_name_or_path=null"]), tokenizer, datamodule)
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert scratch.model.bert.state_dict()[key].shape == loaded[key].shape
+    assert not torch.equal(scratch.model.bert.state_dict()[key], loaded[key])  # not what a fresh init gives
+
+
+def test_finetune_half_runs_from_the_export(mlm_run: dict, compose_cfg) -> None:
+    results = train(compose_cfg(["experiment=pretrain_then_finetune", *LIMITS,
+                                 f"model.pretrained_model_name_or_path={mlm_run['hf_model']}"]))
+    assert 0 <= results["test"]["test/acc"] <= 1
