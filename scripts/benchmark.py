@@ -46,13 +46,14 @@ def machine() -> str:
             f"{gpu}; load average at start {load:.2f}")
 
 
-def run(name: str, smoke: bool, rounds: int | None) -> list[Result]:
+def run(name: str, smoke: bool, rounds: int | None, overrides: list[str]) -> list[Result]:
     if name in ("b1", "b2"):
         from bench import training
 
         sizes = training.Sizes(warmup=1, steps=2, rounds=1) if smoke else training.Sizes()
         if rounds:
             sizes.rounds = rounds
+        sizes.overrides = tuple(overrides)
         return [getattr(training, name)(sizes, smoke=smoke)]
     if name in ("b3", "b4"):
         from bench import data
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("which", nargs="+", choices=[*BENCHMARKS, "all"], help="benchmarks to run")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and one round (tests the code only)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per side (default per benchmark)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra llm-train override for our side of B1/B2 (repeatable), e.g. to bisect overheads")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     names = BENCHMARKS if "all" in args.which else tuple(dict.fromkeys(args.which))
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for name in names:
         t0 = time.perf_counter()
-        for result in run(name, args.smoke, args.rounds):
+        for result in run(name, args.smoke, args.rounds, args.override):
             results.append(result)
             print(f"{result.name}: ratio {result.ratio if result.ratio is None else round(result.ratio, 3)} "
                   f"({result.ours} vs {result.baseline}); parity {result.parity}", flush=True)

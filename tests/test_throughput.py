@@ -1,4 +1,5 @@
-"""ThroughputCallback: what it logs, that padding is not counted, that it syncs only at log intervals."""
+"""ThroughputCallback and LogIntervalProgressBar: what they log and show, that padding is not counted, that
+tensors are read back (a sync on GPU) only at log intervals."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from pytorch_lightning.loggers import Logger
 
 from lightning_llm import builders
-from lightning_llm.callbacks import ThroughputCallback
+from lightning_llm.callbacks import LogIntervalProgressBar, ThroughputCallback
 from lightning_llm.callbacks.throughput import count_tokens
 
 BATCH, SEQ, REAL = 4, 8, 5  # every row: 5 real tokens, 3 padding
@@ -44,10 +45,44 @@ class TinyModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         hidden = self.embedding(batch["input_ids"]) * batch["attention_mask"].unsqueeze(-1)
-        return self.head(hidden).pow(2).mean()
+        loss = self.head(hidden).pow(2).mean()
+        self.log("train/loss", loss, on_step=True, on_epoch=False)  # as our modules do: not prog_bar
+        return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def count_host_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count `Tensor.item()`/`.tolist()` calls: on a GPU each one waits for the device (a sync)."""
+    reads = {"item": 0, "tolist": 0}
+    for name in reads:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self: torch.Tensor, *args: Any, _name: str = name, _original: Any = original) -> Any:
+            reads[_name] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads
+
+
+class ReadsPerStep(pl.Callback):
+    """Attributes host reads to the optimizer step during (or right after, the loggers' flush) which they happen."""
+
+    def __init__(self, reads: dict[str, int]) -> None:
+        self.reads, self.seen, self.by_step = reads, 0, {}
+
+    def _close(self, trainer: pl.Trainer) -> None:
+        total = sum(self.reads.values())
+        self.by_step[trainer.global_step] = self.by_step.get(trainer.global_step, 0) + total - self.seen
+        self.seen = total
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._close(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._close(trainer)
 
 
 def padded_batches(n: int) -> list[dict[str, torch.Tensor]]:
@@ -69,11 +104,13 @@ def test_count_tokens_excludes_padding_and_counts_packed_blocks_whole() -> None:
 def test_logs_throughput_every_n_steps_after_warmup_syncing_only_then(monkeypatch, tmp_path, accumulate) -> None:
     syncs: list[torch.device] = []
     monkeypatch.setattr(ThroughputCallback, "_sync", staticmethod(syncs.append))
+    reads_by_step = ReadsPerStep(count_host_reads(monkeypatch))
     logger = CaptureLogger()
     max_steps, every, warmup = 8, 2, 2
     trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, log_every_n_steps=every, logger=logger,
-                         accumulate_grad_batches=accumulate, callbacks=[ThroughputCallback(warmup_steps=warmup)],
-                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                         accumulate_grad_batches=accumulate,
+                         callbacks=[ThroughputCallback(warmup_steps=warmup), LogIntervalProgressBar(), reads_by_step],
+                         enable_checkpointing=False, enable_model_summary=False,
                          default_root_dir=tmp_path)
     loader = torch.utils.data.DataLoader(padded_batches(max_steps * accumulate), batch_size=None)
     trainer.fit(TinyModule(), train_dataloaders=loader)
@@ -86,7 +123,12 @@ def test_logs_throughput_every_n_steps_after_warmup_syncing_only_then(monkeypatc
         assert row["train/tokens_per_sec"] / row["train/samples_per_sec"] == pytest.approx(REAL)
         assert "train/mfu" not in row and "train/peak_memory_gib" not in row  # GPU only
     assert len(syncs) == 1 + len(rows)  # window start + one per log, not one per step
+    # Tensor values read back to the host (each a CUDA sync on GPU): only on the logging steps, none in between.
+    steps_with_reads = {step for step, n in reads_by_step.by_step.items() if n}
+    assert steps_with_reads - {0} <= set(range(every, max_steps + 1, every))  # the loggers flush there too
     assert "train/tokens_per_sec" in trainer.callback_metrics
+    bar_items = trainer.progress_bar_callback.get_metrics(trainer, trainer.lightning_module)
+    assert {"loss", "tok/s"} <= set(bar_items) and isinstance(bar_items["loss"], float)
 
 
 def test_default_callbacks_include_throughput(compose_cfg) -> None:

@@ -28,6 +28,7 @@ class Sizes:
     warmup: int = 5
     steps: int = 10
     rounds: int = 6
+    overrides: tuple[str, ...] = ()  # extra llm-train overrides for our side (B1/B2), e.g. to bisect an overhead
 
 
 class StepHook(pl.Callback):
@@ -96,7 +97,7 @@ def b1(sizes: Sizes, smoke: bool = False) -> Result:
     logger as llm-train builds them) vs a minimal PyTorch loop on the same tiny GPT and batches."""
     root = workdir("b1")
     alt = Alternation(2, sizes.warmup, sizes.steps, sizes.rounds)
-    overrides = ["experiment=gpt_demo", *_COMMON, f"trainer.max_steps={alt.total_steps}"]
+    overrides = ["experiment=gpt_demo", *_COMMON, f"trainer.max_steps={alt.total_steps}", *sizes.overrides]
     if smoke:
         overrides += ["model.hidden_size=32", "model.num_hidden_layers=1", "model.intermediate_size=64",
                       "model.num_attention_heads=2", "model.tokenizer_vocab_size=300", "data.batch_size=4"]
@@ -114,7 +115,9 @@ def b1(sizes: Sizes, smoke: bool = False) -> Result:
     return Result("B1", f"causal-LM training, tokens/s (gpt_demo GPT, batch {dm.batch_size}x{dm.block_size})",
                   f"{tokens / ours:,.0f} tok/s", f"{tokens / plain:,.0f} tok/s (plain PyTorch loop)",
                   alt.ratio(0, 1), ">= 0.97", parity_text(alt.loss_diff(), LOSS_TOL),
-                  [f"round times (s): {alt.round_times(['ours', 'plain'])}"])
+                  [f"round times (s): {alt.round_times(['ours', 'plain'])}",
+                   f"our loop costs {(ours - plain) / sizes.steps * 1e3:+.1f} ms per step over the plain loop's "
+                   f"{plain / sizes.steps * 1e3:.1f} ms (medians)"])
 
 
 class _HFStepHook(TrainerCallback):
@@ -164,7 +167,8 @@ def b2(sizes: Sizes, smoke: bool = False) -> Result:
     """Our classification training vs transformers' Trainer: same tiny BERT, data, batch, dynamic padding."""
     root = workdir("b2")
     alt = Alternation(2, sizes.warmup, sizes.steps, sizes.rounds)
-    overrides = ["experiment=classify_demo", *_COMMON, f"trainer.max_steps={alt.total_steps}", "logger=none"]
+    overrides = ["experiment=classify_demo", *_COMMON, f"trainer.max_steps={alt.total_steps}", "logger=none",
+                 *sizes.overrides]
     if smoke:
         overrides += ["model.hidden_size=32", "model.num_hidden_layers=1", "model.intermediate_size=64",
                       "model.tokenizer_vocab_size=300", "data.batch_size=4"]
@@ -182,4 +186,5 @@ def b2(sizes: Sizes, smoke: bool = False) -> Result:
                         f"dynamic padding)",
                   f"{samples / ours:,.1f} samples/s", f"{samples / hf:,.1f} samples/s (transformers Trainer)",
                   alt.ratio(0, 1), ">= 1.10 (min 1.0)", parity_text(alt.loss_diff(), LOSS_TOL),
-                  [f"round times (s): {alt.round_times(['ours', 'hf'])}"])
+                  [f"round times (s): {alt.round_times(['ours', 'hf'])}",
+                   f"per step: ours {ours / sizes.steps * 1e3:.1f} ms, Trainer {hf / sizes.steps * 1e3:.1f} ms (medians)"])

@@ -1,0 +1,37 @@
+"""A progress bar that shows the training loss and throughput without reading a tensor back every step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+
+# callback_metrics key -> label in the bar
+_TRAIN_ITEMS = {"train/loss": "loss", "train/tokens_per_sec": "tok/s"}
+
+
+class LogIntervalProgressBar(pl.callbacks.RichProgressBar):
+    """Lightning's rich progress bar, with `loss` and `tok/s` read every `trainer.log_every_n_steps` steps.
+
+    Lightning converts every metric logged with `prog_bar=True` to a Python number after every batch (in its
+    logger connector, whether a bar is shown or not): on a GPU each conversion waits for the device, a host sync
+    per step. Our modules therefore log `train/loss` without `prog_bar`; this bar picks it (and
+    `train/tokens_per_sec` from `ThroughputCallback`) out of `trainer.callback_metrics` at the logging interval
+    only, when the loggers read them anyway.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._train_items: dict[str, float] = {}
+        self._read_at_step = -1
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        every = max(int(trainer.log_every_n_steps), 1)
+        step = trainer.global_step
+        if trainer.training and step != self._read_at_step and step % every == 0:
+            self._read_at_step = step
+            metrics = trainer.callback_metrics
+            self._train_items = {label: round(float(metrics[key]), 4 if label == "loss" else None)
+                                 for key, label in _TRAIN_ITEMS.items() if key in metrics}
+        return {**items, **self._train_items}
