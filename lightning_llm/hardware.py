@@ -47,7 +47,7 @@ PRECISIONS: tuple[Any, ...] = _flatten_literals(_PRECISION_INPUT)
 # ----------------------------------------------------------------------------------------------- environment
 def launched_externally() -> bool:
     """True when torchrun, SLURM (srun), LSF or MPI started this process as one of the ranks, or when Lightning's
-    script launcher did (LOCAL_RANK set): Lightning then starts no processes itself. Same order as Lightning's."""
+    script launcher did (LOCAL_RANK set): Lightning then starts no processes itself."""
     envs = (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment, MPIEnvironment)
     return "LOCAL_RANK" in os.environ or any(env.detect() for env in envs)
 
@@ -177,6 +177,11 @@ def check_hardware(hardware: DictConfig, *, multirun: bool | None = None) -> Non
     if str(precision).startswith("16") and accelerator == "cpu":
         raise UserError(f"hardware.precision={precision}: fp16 needs a GPU (Lightning would silently switch to "
                         f"bf16 on CPU); use bf16-mixed")
+    # (Asking the GPU initialises CUDA in this process, which only fork-started ranks cannot live with.)
+    if str(precision).startswith("bf16") and accelerator == "gpu" and "fork" not in strategy and \
+            "notebook" not in strategy and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise UserError(f"hardware.precision={precision}: {torch.cuda.get_device_name()} has no bf16 support "
+                        f"(pre-Ampere); use 16-mixed")
     if (_hydra_multirun() if multirun is None else multirun) and relaunches_script(hardware):
         raise UserError(f"-m (multirun) with hardware.strategy={strategy} on {devices_per_node(hardware)} devices: "
                         f"Lightning would re-run the whole sweep command once per extra rank, so ranks could train "
@@ -187,8 +192,9 @@ def check_hardware(hardware: DictConfig, *, multirun: bool | None = None) -> Non
 class TransformerBlockPolicy(CustomPolicy):
     """FSDP auto-wrap: one FSDP unit per transformer block, so only one block's full weights exist at a time.
 
-    Blocks are the classes the HF model lists in `_no_split_modules` (GPT2Block, LlamaDecoderLayer, ...), or,
-    for models that list none (BERT in transformers 5), the elements of its layer stacks (nn.ModuleList)."""
+    Blocks are the classes the HF model lists in `_no_split_modules` (GPT2Block, BertLayer, ...), or, for a model
+    that lists none, the elements of its layer stacks (nn.ModuleList). A block sharing a weight with a module
+    outside it (embeddings tied to an LM head) stays in its parent's unit: FSDP cannot split a shared weight."""
 
     def __init__(self) -> None:
         super().__init__(lambda module: False)
@@ -210,7 +216,12 @@ def transformer_blocks(root: nn.Module) -> set[nn.Module]:
             blocks.update(m for m in model.modules() if type(m).__name__ in names)
         else:
             blocks.update(b for m in model.modules() if isinstance(m, nn.ModuleList) for b in m)
-    return blocks
+    return {block for block in blocks if not _shares_weights_outside(block, root)}
+
+
+def _shares_weights_outside(block: nn.Module, root: nn.Module) -> bool:
+    inside, own = set(block.modules()), {id(p) for p in block.parameters()}
+    return any(id(p) in own for m in root.modules() if m not in inside for p in m.parameters(recurse=False))
 
 
 def build_strategy(name: str, strategy_kwargs: dict[str, Any] | None) -> Any:
@@ -232,7 +243,8 @@ def trainer_kwargs(hardware: DictConfig) -> dict[str, Any]:
 
 
 def enable_gpu_fast_paths(hardware: DictConfig) -> None:
-    """TF32 matmuls on Ampere+ for fp32 parts (bf16 AMP keeps some matmuls in fp32)."""
+    """TF32 for the float32 matmuls that remain (all of them under 32-true, those outside autocast under
+    bf16-mixed): several times faster on Ampere and newer, with bf16-like rounding of the inputs only."""
     if _accelerator(hardware) == "gpu":
         torch.set_float32_matmul_precision("high")
 
@@ -244,8 +256,8 @@ def _torchrun_store() -> Any:
 
     store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                      timeout=timedelta(minutes=30))
-    prefix = f"lightning_llm/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}"
-    return PrefixStore(prefix, store)
+    run, restart = os.environ.get("TORCHELASTIC_RUN_ID", ""), os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return PrefixStore(f"lightning_llm/{run}/{restart}", store)
 
 
 def _has_override(argv: list[str], key: str) -> bool:

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
-from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
+from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
 from lightning_llm import hardware
 from lightning_llm.cli import CONFIG_DIR
@@ -142,6 +142,8 @@ def test_fsdp_wraps_each_transformer_block() -> None:
     assert len(wrapped) == 4 and {type(m).__name__ for m in wrapped} == {"BertEmbeddings", "BertLayer"}
     bert._no_split_modules = bert.bert._no_split_modules = None  # a model naming none: its layer stack
     assert {type(m).__name__ for m in policy._run_policy(bert, set(), {})} == {"BertLayer"}
+    mlm = BertForMaskedLM(bert.config)  # word embeddings tied to the MLM decoder: not a unit of their own
+    assert {type(m).__name__ for m in policy._run_policy(mlm, set(), {})} == {"BertLayer"}
 
 
 def test_slurm_launcher_composes_one_task_per_gpu() -> None:
