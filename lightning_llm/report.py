@@ -128,16 +128,21 @@ def plot_metric_vs_params(rows: list[Row], metric: str, keys: list[str], out: Pa
         fig, ax = plt.subplots(figsize=(5, 3.5))
         xs = _numbers([x for x, _ in points])
         if xs is not None:
-            ax.scatter(xs, [y for _, y in points])
             if min(xs) > 0 and max(xs) / min(xs) >= 20:
                 ax.set_xscale("log")
+            elif all(x.is_integer() for x in xs) and len(set(xs)) <= 12:
+                ax.set_xticks(sorted(set(xs)))
         else:
             categories = sorted({x for x, _ in points})
-            ax.scatter([categories.index(x) for x, _ in points], [y for _, y in points])
+            xs = [float(categories.index(x)) for x, _ in points]
             ax.set_xticks(range(len(categories)), categories)
+        ys = [y for _, y in points]
+        ax.scatter(xs, ys)
+        ax.scatter(xs[0], ys[0], marker="*", s=200, color="tab:red", label="best")  # rows come best first
+        ax.legend(fontsize=8)
         ax.set_xlabel(key)
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} vs {key} ({len(points)} jobs)")
+        ax.set_title(f"{metric} vs {key} ({len(points)} jobs)", fontsize=10)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = out / f"{_safe(metric)}_vs_{_safe(key)}.png"

@@ -57,10 +57,12 @@ def record_failed_job(cfg: DictConfig, err: Exception) -> None:
     results.json, the W&B run finished as failed."""
     line = error_line(err)
     log.error(f"job failed: {line}", exc_info=None if user_error_in(err) else err)
-    results_file = Path(cfg.paths.output_dir) / "results.json"
-    status = json.loads(results_file.read_text()).get("status") if results_file.is_file() else None
-    if status in (None, "running", "completed", "failed"):  # keep a more specific one, e.g. "diverged"
-        write_failed_results(cfg, line)
+    output_dir = OmegaConf.select(cfg, "paths.output_dir")
+    if output_dir:
+        results_file = Path(output_dir) / "results.json"
+        status = json.loads(results_file.read_text()).get("status") if results_file.is_file() else None
+        if status in (None, "running", "completed", "failed"):  # keep a more specific one, e.g. "diverged"
+            write_failed_results(cfg, line)
     finish_wandb(exit_code=1)
 
 
