@@ -72,18 +72,28 @@ def write_failed_results(cfg: DictConfig, error: str, **extra: Any) -> dict[str,
     return results
 
 
-@contextmanager
-def outcome_recorded(cfg: DictConfig) -> Iterator[None]:
-    """results.json says "running" while the block runs and why it stopped if it does not finish: "preempted"
-    (SIGTERM: exit with PREEMPTED_EXIT_CODE after saying how to resume), "diverged" (NaN loss), "interrupted"
-    or "failed". A hard kill (SIGKILL, OOM) leaves "running", never an older run's "completed"."""
-    # Imported here: lightning_llm.callbacks imports the entry points, which import this module.
-    from lightning_llm.callbacks.nan_guard import TrainingDivergedError
-
+def mark_running(cfg: DictConfig) -> None:
+    """results.json says "running" from the moment training starts: a hard kill (SIGKILL, OOM killer) leaves
+    that, never a result that looks complete."""
     run_dir = Path(cfg.paths.output_dir)
     if rank_zero_only.rank == 0:
         write_json_atomic(run_dir / "results.json", {"status": "running", "task_name": cfg.task_name,
                                                      "run_dir": str(run_dir)})
+
+
+@contextmanager
+def outcome_recorded(cfg: DictConfig) -> Iterator[None]:
+    """results.json only ever describes this run. An older one (same run directory) is removed on entry; once
+    training has started (`mark_running`) a run that stops says why: "preempted" (SIGTERM: exit with
+    PREEMPTED_EXIT_CODE after saying how to resume), "diverged" (NaN loss), "interrupted" or "failed". Bad input
+    found before training is one line on stderr (exit 2) and leaves no results.json."""
+    # Imported here: lightning_llm.callbacks imports the entry points, which import this module.
+    from lightning_llm.callbacks.nan_guard import TrainingDivergedError
+
+    run_dir = Path(cfg.paths.output_dir)
+    results_file = run_dir / "results.json"
+    if rank_zero_only.rank == 0:
+        results_file.unlink(missing_ok=True)
     try:
         yield
     except SIGTERMException:
@@ -95,8 +105,10 @@ def outcome_recorded(cfg: DictConfig) -> Iterator[None]:
         write_failed_results(cfg, str(err), status="diverged")
         raise
     except (KeyboardInterrupt, SystemExit) as err:
-        write_failed_results(cfg, f"interrupted ({type(err).__name__})", status="interrupted")
+        if results_file.exists():
+            write_failed_results(cfg, f"interrupted ({type(err).__name__})", status="interrupted")
         raise
     except Exception as err:
-        write_failed_results(cfg, f"{type(err).__name__}: {err}")
+        if results_file.exists():
+            write_failed_results(cfg, f"{type(err).__name__}: {err}")
         raise

@@ -14,7 +14,7 @@ from lightning_llm import builders
 from lightning_llm.cli import CONFIG_DIR, exit_on_user_error, print_config, run_or_exit
 from lightning_llm.hardware import follow_rank_zero_run_dir, share_run_dir
 from lightning_llm.loggers import finish_loggers, log_config
-from lightning_llm.results import collect_metrics, export_model, outcome_recorded, write_results
+from lightning_llm.results import collect_metrics, export_model, mark_running, outcome_recorded, write_results
 from lightning_llm.utils.secrets import refuse_secret_overrides
 from lightning_llm.validation import resolve_ckpt_path, validate_train_config
 
@@ -45,6 +45,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     trainer = builders.build_trainer(cfg, loggers, callbacks)
 
     if cfg.train:
+        mark_running(cfg)
         trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
     val_metrics = collect_metrics(trainer, "val/")
     best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

@@ -18,7 +18,7 @@ from tests.conftest import TINY_BERT
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(run_cli, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = run_cli("lightning_llm.train", *TINY_BERT, "model.learning_rate=1e6", "trainer.max_epochs=1",
-                   "+trainer.limit_train_batches=8", "+trainer.limit_val_batches=2", "data.batch_size=8",
+                   "++trainer.limit_train_batches=8", "++trainer.limit_val_batches=2", "data.batch_size=8",
                    "callbacks.step_checkpoint.every_n_train_steps=1", "callbacks.rich_progress_bar=null",
                    "logger=csv", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 2, proc.stderr[-3000:]

@@ -18,7 +18,7 @@ from lightning_llm.validation import resolve_ckpt_path
 from tests.conftest import TINY_BERT, TINY_GPT
 
 # 6 batches per epoch, 2 epochs: the kill at step 3 is mid-epoch, and the restored run crosses an epoch boundary.
-RUN = ["trainer.max_epochs=2", "+trainer.limit_train_batches=6", "+trainer.limit_val_batches=2",
+RUN = ["trainer.max_epochs=2", "++trainer.limit_train_batches=6", "++trainer.limit_val_batches=2",
        "trainer.log_every_n_steps=1", "data.batch_size=8", "callbacks.rich_progress_bar=null", "test=false",
        "export=false"]
 TASKS = {

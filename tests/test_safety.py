@@ -14,7 +14,7 @@ from omegaconf import OmegaConf, open_dict
 from lightning_llm import train as train_entry
 from lightning_llm.cli import CONFIG_DIR
 from lightning_llm.errors import UserError
-from lightning_llm.results import outcome_recorded
+from lightning_llm.results import mark_running, outcome_recorded
 from lightning_llm.utils.instantiate import check_targets
 from lightning_llm.utils.io import write_dir_atomic, write_json_atomic
 from lightning_llm.utils.secrets import REDACTED, check_config_secrets, redact, refuse_secret_overrides
@@ -23,8 +23,8 @@ from tests.conftest import TINY_BERT
 
 WANDB_KEY = "fake0wandb1key2value3for4the5leak6test7"
 HF_TOKEN = "hf_fakeTokenValueForTheLeakTest0123"
-SHORT_RUN = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
-             "+trainer.limit_test_batches=2", "data.batch_size=8", "callbacks.rich_progress_bar=null"]
+SHORT_RUN = ["trainer.max_epochs=1", "++trainer.limit_train_batches=3", "++trainer.limit_val_batches=2",
+             "++trainer.limit_test_batches=2", "data.batch_size=8", "callbacks.rich_progress_bar=null"]
 
 
 # ----------------------------------------------------------------------------------------------- allow-list
@@ -159,8 +159,17 @@ def test_results_say_running_then_failed_when_a_run_crashes(compose_cfg) -> None
     results = Path(cfg.paths.output_dir) / "results.json"
     write_json_atomic(results, {"status": "completed", "val": {"val/acc": 0.9}})  # a previous run's result
     with pytest.raises(RuntimeError), outcome_recorded(cfg):
+        assert not results.exists()  # never the older run's "completed"
+        mark_running(cfg)
         assert json.loads(results.read_text())["status"] == "running"
         raise RuntimeError("CUDA out of memory")
     final = json.loads(results.read_text())
     assert final["status"] == "failed" and final["error"] == "RuntimeError: CUDA out of memory"
     assert "val" not in final
+
+
+def test_bad_input_before_training_leaves_no_results(compose_cfg) -> None:
+    cfg = compose_cfg(TINY_BERT)
+    with pytest.raises(UserError), outcome_recorded(cfg):
+        raise UserError("data.text_column: no column 'txt'")
+    assert not (Path(cfg.paths.output_dir) / "results.json").exists()
