@@ -9,11 +9,12 @@ from typing import Any
 
 import optuna
 import pytest
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hydra_plugins.lightning_llm_optuna.search_space import override_value, parse_search_space
-from hydra_plugins.lightning_llm_optuna.sweeper import resolve_direction
+from hydra_plugins.lightning_llm_optuna.sweeper import OptunaSweeper, resolve_direction
 from lightning_llm.report import write_report
 from lightning_llm.sweep import error_line, swept_overrides
 from tests.conftest import TINY_BERT
@@ -65,6 +66,69 @@ def test_error_line_is_one_line_and_finds_our_message_behind_hydra() -> None:
     except InstantiationException as err:
         assert error_line(err) == "model.num_attention_heads: must divide hidden_size"
     assert error_line(ValueError("bad\nvalue")) == "ValueError: bad value"
+
+
+class FakeLauncher:
+    """Stands in for Hydra's launcher: a job's value is a function of its overrides, no training."""
+
+    def __init__(self, objective, root: Path) -> None:
+        self.objective, self.root, self.launched = objective, root, []
+
+    def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        returns = []
+        for i, overrides in enumerate(job_overrides):
+            params = dict(o.split("=", 1) for o in overrides)
+            self.launched.append(params)
+            job_dir = self.root / str(initial_job_idx + i)
+            hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(job_dir)}}})
+            returns.append(JobReturn(hydra_cfg=hydra_cfg, status=JobStatus.COMPLETED,
+                                     _return_value=self.objective(params)))
+        return returns
+
+
+def run_fake_sweep(tmp_path: Path, params: dict[str, str], n_trials: int, objective, sampler: str,
+                   storage: str) -> FakeLauncher:
+    sweeper = OptunaSweeper(metric="val/acc", direction="auto", study_name="s", storage=storage, n_trials=n_trials,
+                            n_jobs=1, sampler=OmegaConf.create({"_target_": sampler, "seed": 0}),
+                            params=OmegaConf.create(params))
+    sweep_dir = tmp_path / f"sweep{len(list(tmp_path.glob('sweep*')))}"
+    sweeper.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
+    sweeper.launcher = FakeLauncher(objective, tmp_path)
+    sweeper.sweep([])
+    return sweeper.launcher
+
+
+def test_resumed_seeded_study_proposes_new_points(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/study.db"
+    runs = [run_fake_sweep(tmp_path, {"x": "interval(0, 1)"}, 2, lambda p: float(p["x"]),
+                           "optuna.samplers.RandomSampler", storage) for _ in range(2)]
+    xs = [p["x"] for run in runs for p in run.launched]
+    assert len(xs) == 4 and len(set(xs)) == 4  # the same seed restarted would replay the first two
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 4
+
+
+def test_repeated_proposals_reuse_values_and_failures_are_recorded(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/study.db"
+    launcher = run_fake_sweep(tmp_path, {"x": "choice(1, 2)"}, 4, lambda p: None if p["x"] == "2" else 1.0,
+                              "optuna.samplers.TPESampler", storage)
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert len(study.trials) == 4
+    assert len(launcher.launched) == len({p["x"] for p in launcher.launched})  # no point trained twice
+    states = {t.params["x"]: t for t in study.trials if "copied_from" not in t.user_attrs}
+    assert states[1].state == optuna.trial.TrialState.COMPLETE and states[1].value == 1.0
+    assert states[2].state == optuna.trial.TrialState.FAIL  # x=2 "crashed" (returned None)
+    assert "returned None" in states[2].user_attrs["error"]
+
+
+def test_trial_left_running_by_a_killed_sweep_is_run_again(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/study.db"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    killed = study.ask({"x": FloatDistribution(0, 1)})  # the sweep died while this trial trained
+    launcher = run_fake_sweep(tmp_path, {"x": "interval(0, 1)"}, 1, lambda p: 0.5,
+                              "optuna.samplers.RandomSampler", storage)
+    assert float(launcher.launched[0]["x"]) == pytest.approx(killed.params["x"])
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
 
 
 def tensorboard_hparams(log_dir: Path) -> tuple[dict[str, Any], set[str]]:

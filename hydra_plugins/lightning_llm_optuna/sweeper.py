@@ -2,8 +2,8 @@
 
 Resuming: with `storage` set, the study persists; running the same command again adds `n_trials` new trials
 to it. The sampler's seed is offset by the number of trials already in the study, so a seeded sampler does not
-replay the proposals of the first sweep; a proposal equal to a finished trial reuses that trial's value instead
-of training again; trials left RUNNING by a killed sweep are marked failed and their parameters queued again.
+replay the proposals of the first sweep; a proposal equal to a finished trial reuses that trial's value (or
+failure) instead of training again; trials left RUNNING by a killed sweep are marked failed and queued again.
 One sweep process per study at a time (the RUNNING clean-up assumes nobody else is working on it).
 """
 
@@ -102,11 +102,13 @@ class OptunaSweeper(Sweeper):
             batch, overrides = [], []
             while len(batch) < min(self.n_jobs, self.n_trials - len(trials_here)):
                 trial = study.ask(distributions)
-                earlier = _same_params(study, trial)
+                earlier = None if "retry_of" in trial.user_attrs else _same_params(study, trial)
                 if earlier is not None:
-                    print(f"optuna: trial {trial.number} repeats trial {earlier.number}: reusing its value")
+                    outcome = "reusing its value" if earlier.state == TrialState.COMPLETE else "failed again, not run"
+                    print(f"optuna: trial {trial.number} repeats trial {earlier.number}: {outcome}")
                     trial.set_user_attr("copied_from", earlier.number)
-                    trials_here.append(study.tell(trial, earlier.value))
+                    trials_here.append(study.tell(trial, earlier.value) if earlier.state == TrialState.COMPLETE
+                                       else study.tell(trial, state=TrialState.FAIL))
                     continue
                 batch.append(trial)
                 overrides.append([*fixed, *(f"{k}={override_value(v)}" for k, v in trial.params.items())])
@@ -135,7 +137,7 @@ class OptunaSweeper(Sweeper):
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             print(f"optuna: trial {stale.number} was left running by an interrupted sweep: failed, queued again")
             study.tell(stale.number, state=TrialState.FAIL)
-            study.enqueue_trial(stale.params)
+            study.enqueue_trial(stale.params, user_attrs={"retry_of": stale.number})
         study.sampler = self._sampler(offset=len(study.trials))
         return study
 
@@ -181,8 +183,10 @@ class OptunaSweeper(Sweeper):
 
 
 def _same_params(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial | None:
-    """A finished trial with exactly these parameters (Optuna's recipe for not evaluating a point twice)."""
-    for earlier in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if earlier.params == trial.params:
+    """A finished (completed or failed) trial with exactly these parameters: Optuna's recipe for not
+    evaluating a point twice. Failed points are not retried either (a bad combination fails again); a trial
+    interrupted by a killed sweep is the exception (queued with `retry_of`)."""
+    for earlier in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if earlier.params == trial.params and earlier.number != trial.number:
             return earlier
     return None
