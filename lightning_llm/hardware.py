@@ -280,8 +280,8 @@ def follow_rank_zero_run_dir(argv: list[str]) -> list[str]:
         if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
             if _has_override(argv, "hydra.run.dir"):
                 return argv + ["hydra.output_subdir=null"]
-            raise UserError("torchrun without its agent store (static rendezvous): pass hydra.run.dir=<dir> so all "
-                            "ranks share one run directory")
+            raise UserError("torchrun without a shared agent store (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1?): pass "
+                            "hydra.run.dir=<dir> so all ranks share one run directory")
         run_dir = _torchrun_store().get("run_dir").decode()
         return argv + [f'hydra.run.dir="{run_dir}"', "hydra.output_subdir=null"]
     tasks = int(os.environ.get("SLURM_NTASKS", "1") or 1)

@@ -2,9 +2,11 @@
 
 `hardware=ddp_sim` is 2 CPU processes started with ddp_spawn. Its runs are compared with a 1-process run of the
 same global batch (per-device batch x 2): Lightning's DistributedSampler and our loader's sampler shuffle with
-the same seed, so both runs put the same samples in each global batch, and with dropout off the weights and
-validation metrics agree to float rounding (seen: 2e-7; asserted: 1e-4). Wrong sharding (both ranks on the same
-samples), unsynced gradients or rank-local validation metrics each break that by orders of magnitude more.
+the same seed, so both runs put the same samples in each global batch, and with dropout off they agree to float
+rounding. Seen: validation metrics within 5e-7, weights within 2e-7 (classification) and 9e-5 (GPT, Adam
+amplifies rounding in near-zero gradients). Asserted: metrics within 1e-4, weights within 1e-3. For scale, the
+same GPT run with another data order ends 2.4e-2 apart in weights and 9e-3 in val/loss; with half the batch
+(what unsynced ranks would each train on), 2.1e-2 and 4.6e-2.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ CLASSIFY = ["experiment=classify_demo", *TINY_BERT, "model.dropout=0.0", "model.
 GPT = ["experiment=gpt_demo", *TINY_GPT, "model.max_position_embeddings=64", "data.block_size=32",
        "model.dropout=0.0", "trainer.max_epochs=1", "+trainer.limit_train_batches=12", "trainer.val_check_interval=1.0",
        "+trainer.limit_val_batches=8", "test=false", "export=false", "~callbacks.generation_samples"]
-ATOL = 1e-4
+METRIC_ATOL, WEIGHT_ATOL = 1e-4, 1e-3
 
 
 def _one_process(compose_cfg, overrides: list[str], out: Path) -> tuple[dict, dict]:
@@ -51,11 +53,11 @@ def _assert_same_training(one: tuple[dict, dict], ddp_dir: Path, metrics: list[s
     results = json.loads((ddp_dir / "results.json").read_text())
     assert results["status"] == "completed", results
     for name in metrics:
-        assert results["val"][name] == pytest.approx(one[0]["val"][name], abs=ATOL), name
+        assert results["val"][name] == pytest.approx(one[0]["val"][name], abs=METRIC_ATOL), name
     ddp_weights = _weights(ddp_dir / "checkpoints" / "last.ckpt")
     assert ddp_weights.keys() == one[1].keys()
     worst = max((ddp_weights[k].float() - one[1][k].float()).abs().max().item() for k in ddp_weights)
-    assert worst < ATOL, f"weights differ by up to {worst}"
+    assert worst < WEIGHT_ATOL, f"weights differ by up to {worst}"
 
 
 def test_ddp_sim_classification_matches_one_process(compose_cfg, run_cli, tmp_path: Path) -> None:

@@ -158,7 +158,7 @@ def test_slurm_launcher_composes_one_task_per_gpu() -> None:
 
 
 def test_bf16_mixed_on_cpu_stays_close_to_fp32(compose_cfg, tmp_path: Path) -> None:
-    """12 steps of the tiny GPT: bf16 autocast changes the numbers (so it was on) by well under 2% of the loss."""
+    """12 steps of the tiny GPT: bf16 autocast changes val/loss (so it was on), by less than 1% (seen: 6e-6)."""
     losses = {}
     for precision in ("32-true", "bf16-mixed"):
         cfg = compose_cfg(["experiment=gpt_demo", *TINY_GPT, "model.max_position_embeddings=64", "data.block_size=32",
@@ -170,7 +170,7 @@ def test_bf16_mixed_on_cpu_stays_close_to_fp32(compose_cfg, tmp_path: Path) -> N
         losses[precision] = train(cfg)["val"]["val/loss"]
     fp32, bf16 = losses["32-true"], losses["bf16-mixed"]
     assert bf16 != fp32
-    assert abs(bf16 - fp32) < 0.02 * fp32, losses
+    assert abs(bf16 - fp32) < 0.01 * fp32, losses
 
 
 def test_mfu_table_and_formula() -> None:
