@@ -20,8 +20,8 @@ from lightning_llm.sweep import error_line, swept_overrides
 from tests.conftest import TINY_BERT
 
 # A few batches per job: the sweep machinery is under test, not the model.
-TINY_JOB = [*TINY_BERT, "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-            "+trainer.limit_test_batches=1", "callbacks.rich_progress_bar=null", "data.max_length=32"]
+TINY_JOB = [*TINY_BERT, "trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1",
+            "++trainer.limit_test_batches=1", "data.max_length=32"]
 
 
 def test_search_space_follows_hydra_sweep_syntax() -> None:
