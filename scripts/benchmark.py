@@ -24,12 +24,13 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench.harness import Result, markdown_table, offline_env  # noqa: E402
+from bench.harness import Result, markdown_table, offline_env, set_workdir_root  # noqa: E402
 
 offline_env()  # before transformers/datasets/tokenizers are imported
 
@@ -46,7 +47,7 @@ def machine() -> str:
             f"{gpu}; load average at start {load:.2f}")
 
 
-def run(name: str, smoke: bool, rounds: int | None, overrides: list[str]) -> list[Result]:
+def run(name: str, smoke: bool, rounds: int | None, overrides: list[str], profile_to: Path | None) -> list[Result]:
     if name in ("b1", "b2"):
         from bench import training
 
@@ -54,6 +55,7 @@ def run(name: str, smoke: bool, rounds: int | None, overrides: list[str]) -> lis
         if rounds:
             sizes.rounds = rounds
         sizes.overrides = tuple(overrides)
+        sizes.profile_to = profile_to and profile_to / name
         return [getattr(training, name)(sizes, smoke=smoke)]
     if name in ("b3", "b4"):
         from bench import data
@@ -71,22 +73,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per side (default per benchmark)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="extra llm-train override for our side of B1/B2 (repeatable), e.g. to bisect overheads")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="B1/B2: cProfile each side (thread CPU time) into DIR/<b1|b2>-<side>.prof")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     names = BENCHMARKS if "all" in args.which else tuple(dict.fromkeys(args.which))
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     print(f"machine: {machine()}", flush=True)
     results: list[Result] = []
     started = time.perf_counter()
-    for name in names:
-        t0 = time.perf_counter()
-        for result in run(name, args.smoke, args.rounds, args.override):
-            results.append(result)
-            print(f"{result.name}: ratio {result.ratio if result.ratio is None else round(result.ratio, 3)} "
-                  f"({result.ours} vs {result.baseline}); parity {result.parity}", flush=True)
-            for note in result.notes:
-                print(f"  {note}", flush=True)
-        print(f"{name} took {time.perf_counter() - t0:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="lightning-llm-bench-") as tmp:
+        set_workdir_root(Path(tmp))
+        for name in names:
+            t0 = time.perf_counter()
+            for result in run(name, args.smoke, args.rounds, args.override, args.profile):
+                results.append(result)
+                print(f"{result.name}: ratio {result.ratio if result.ratio is None else round(result.ratio, 3)} "
+                      f"({result.ours} vs {result.baseline}); parity {result.parity}", flush=True)
+                for note in result.notes:
+                    print(f"  {note}", flush=True)
+            print(f"{name} took {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"\n{markdown_table(results)}\n")
     print(f"total {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.2f}")
     if args.json:

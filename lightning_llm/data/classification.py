@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from datasets import ClassLabel, DatasetDict
-from transformers import DataCollatorWithPadding
 
 from lightning_llm.data.base import CachedTextDataModule
+from lightning_llm.data.padding import PaddingCollator
 from lightning_llm.data.sources import require_nonempty
 from lightning_llm.errors import UserError
 
@@ -99,4 +99,5 @@ class TextClassificationDataModule(CachedTextDataModule):
     def _after_load(self, datasets: DatasetDict, meta: dict[str, Any]) -> None:
         self.label_names, self.max_label = meta["label_names"], meta["max_label"]
         self.num_labels = len(self.label_names) if self.label_names else self.max_label + 1
-        self.collate_fn = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
+        # Same tensors as transformers' DataCollatorWithPadding, ~9x faster (see PaddingCollator).
+        self.collate_fn = PaddingCollator(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)

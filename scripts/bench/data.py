@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +97,6 @@ def b3(smoke: bool = False, rounds: int | None = None) -> list[Result]:
                for s in files)
     parity = "ok (identical blocks)" if same else "MISMATCH (blocks differ)"
     n_tokens = sum(a.size for a in direct.values())
-    shutil.rmtree(root, ignore_errors=True)
     mb = sum(Path(p).stat().st_size for p in files.values()) / 2**20
     cold, direct_time, warm = (float(np.median(t)) for t in times)
     notes = [f"round times (s): ours-cold {' '.join(f'{t:.2f}' for t in times[0])}; direct "

@@ -8,6 +8,7 @@ machine then hits both sides alike, and the median over round pairs discards the
 
 from __future__ import annotations
 
+import cProfile
 import os
 import statistics
 import tempfile
@@ -37,7 +38,7 @@ class Result:
     def passed(self) -> bool | None:
         if self.ratio is None or not self.goal.startswith(">="):
             return None
-        return self.ratio >= float(self.goal[2:].strip().rstrip("x"))
+        return self.ratio >= float(self.goal[2:].split()[0].rstrip("x"))
 
 
 class SideFailed(RuntimeError):
@@ -46,7 +47,11 @@ class SideFailed(RuntimeError):
 
 class Alternation:
     """Turn-taking between side loops running in threads: call `step_done(side, loss)` after each optimizer
-    step; it records the loss, and at the end of warm-up and of each timed round hands the turn over."""
+    step; it records the loss, and at the end of warm-up and of each timed round hands the turn over.
+
+    Rounds run in snake order (A B C, C B A, A B C, ...) so that a load that drifts during a benchmark does not
+    always favour the side that goes first.
+    """
 
     def __init__(self, n_sides: int, warmup: int, steps: int, rounds: int) -> None:
         if warmup < 1 or steps < 1 or rounds < 1:
@@ -58,6 +63,9 @@ class Alternation:
         self._count = [0] * n_sides
         self._start = [0.0] * n_sides
         self._done = [False] * n_sides
+        sides = list(range(n_sides))
+        self._schedule = sides + [i for r in range(rounds) for i in (sides if r % 2 == 0 else sides[::-1])]
+        self._slot = 0
         self._turn = 0
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -84,12 +92,13 @@ class Alternation:
         self.wait_turn(side)
 
     def _hand_over(self, side: int) -> None:
+        """Give the turn to the side of the next slot of the schedule (possibly `side` itself)."""
         with self._cond:
-            for k in range(1, self.n + 1):
-                nxt = (side + k) % self.n
-                if not self._done[nxt]:
-                    self._turn = nxt
-                    break
+            self._slot += 1
+            while self._slot < len(self._schedule) and self._done[self._schedule[self._slot]]:
+                self._slot += 1  # a side whose loop ended early
+            if self._slot < len(self._schedule):
+                self._turn = self._schedule[self._slot]
             self._cond.notify_all()
 
     def finish(self, side: int) -> None:
@@ -106,12 +115,18 @@ class Alternation:
                 self._error = error
             self._cond.notify_all()
 
-    def run(self, sides: Sequence[Callable[[int], None]]) -> None:
-        """Run `sides[i](i)` in threads, side 0 first; re-raise the first error of any side."""
+    def run(self, sides: Sequence[Callable[[int], None]], profile_to: Path | None = None) -> None:
+        """Run `sides[i](i)` in threads, side 0 first; re-raise the first error of any side. With `profile_to`,
+        each side runs under cProfile (CPU time of its own thread) and its stats go to `<profile_to>-<i>.prof`."""
         def target(i: int) -> None:
             try:
                 self.wait_turn(i)
-                sides[i](i)
+                if profile_to is None:
+                    sides[i](i)
+                else:
+                    profiler = cProfile.Profile(time.thread_time)
+                    profiler.runcall(sides[i], i)
+                    profiler.dump_stats(f"{profile_to}-{i}.prof")
                 if not self._done[i]:  # the loop ended early (fewer batches than steps): do not block the others
                     self.finish(i)
             except BaseException as err:  # noqa: BLE001 - handed to the main thread below
@@ -170,8 +185,15 @@ def parity_text(diff: float, tol: float) -> str:
     return f"{verdict} (max abs diff {diff:.1e})"
 
 
+_ROOT: list[Path] = []  # where workdir() creates folders; set by benchmark.py to a folder it deletes at exit
+
+
+def set_workdir_root(root: Path) -> None:
+    _ROOT[:] = [Path(root)]
+
+
 def workdir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
+    return Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-", dir=_ROOT[0] if _ROOT else None))
 
 
 def offline_env() -> None:
