@@ -86,6 +86,8 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any]) -> 
     hardware = trainer_hardware_kwargs(cfg.hardware)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     enable_gpu_fast_paths(cfg.hardware)
+    if not loggers:  # the LR monitor refuses to run without a logger; it has nothing to write to anyway
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     return pl.Trainer(**trainer_kwargs, **hardware, logger=loggers or False, callbacks=callbacks,
                       default_root_dir=cfg.paths.output_dir, enable_checkpointing=any(
                           isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks))

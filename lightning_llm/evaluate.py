@@ -13,6 +13,7 @@ from lightning_llm import builders
 from lightning_llm.checkpoints import load_module, load_run_tokenizer, saved_run_config
 from lightning_llm.cli import CONFIG_DIR, run_or_exit
 from lightning_llm.errors import UserError
+from lightning_llm.hardware import check_hardware, trainer_kwargs
 from lightning_llm.results import collect_metrics
 from lightning_llm.utils.io import write_json_atomic
 
@@ -42,7 +43,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     num_labels = getattr(model.model.config, "num_labels", None)
     if getattr(datamodule, "max_label", None) is not None and datamodule.max_label >= num_labels:
         raise UserError(f"data.label_column: label {datamodule.max_label} is outside the model's {num_labels} labels")
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.hardware, resolve=True), logger=False,
+    check_hardware(cfg.hardware)
+    trainer = pl.Trainer(**trainer_kwargs(cfg.hardware), logger=False,
                          default_root_dir=cfg.paths.output_dir, enable_checkpointing=False)
     trainer.test(model, datamodule=datamodule)
     results = {"status": "completed", "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
