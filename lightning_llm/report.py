@@ -1,4 +1,4 @@
-"""`llm-report <multirun dir>`: what a sweep found, without W&B. Writes <dir>/report/: report.md and
+"""`llm-report <multirun dir>...`: what a sweep found, without W&B. Writes <dir>/report/: report.md and
 report.csv (swept overrides vs final metrics, best first; failed jobs listed with their error), a plot of the
 optimized metric against each swept parameter, and the learning curves of the best runs (csv logger)."""
 
@@ -23,6 +23,7 @@ from lightning_llm.sweep import SweepJob, sweep_jobs, sweep_overrides, swept_ove
 @dataclass
 class Row:
     job: SweepJob
+    label: str  # the job's directory name; "<sweep>/<job>" when several sweeps are reported together
     params: dict[str, str]
     value: float | None
 
@@ -32,23 +33,25 @@ class Row:
         return {**(results.get("val") or {}), **(results.get("test") or {})}
 
 
-def build_rows(sweep_dir: Path, metric: str | None) -> tuple[list[Row], str, list[str]]:
+def build_rows(sweep_dirs: list[Path], metric: str | None) -> tuple[list[Row], str, list[str]]:
     """One row per job (params = its swept overrides), the metric's name and the swept keys that vary."""
-    jobs = sweep_jobs(sweep_dir)
-    if not jobs:
-        raise UserError(f"{sweep_dir}: no job directories (with .hydra/) found; pass a multirun directory")
-    metric = metric or next((j.results["optimized_metric"]["name"] for j in jobs
-                             if (j.results or {}).get("optimized_metric", {}).get("name")), None)
-    if not metric:
-        raise UserError(f"{sweep_dir}: no job names its optimized_metric; pass --metric")
-    fixed = sweep_overrides(sweep_dir)
     rows = []
-    for job in jobs:
-        params = dict(o.split("=", 1) for o in swept_overrides(job.overrides, fixed) if "=" in o)
-        row = Row(job, params, None)
-        value = row.metrics.get(metric) if job.status == "completed" else None
+    for sweep_dir in sweep_dirs:
+        jobs = sweep_jobs(sweep_dir)
+        if not jobs:
+            raise UserError(f"{sweep_dir}: no job directories (with .hydra/) found; pass a multirun directory")
+        fixed = sweep_overrides(sweep_dir)
+        for job in jobs:
+            params = dict(o.split("=", 1) for o in swept_overrides(job.overrides, fixed) if "=" in o)
+            label = f"{sweep_dir.name}/{job.dir.name}" if len(sweep_dirs) > 1 else job.dir.name
+            rows.append(Row(job, label, params, None))
+    metric = metric or next((r.job.results["optimized_metric"]["name"] for r in rows
+                             if (r.job.results or {}).get("optimized_metric", {}).get("name")), None)
+    if not metric:
+        raise UserError(f"{sweep_dirs[0]}: no job names its optimized_metric; pass --metric")
+    for row in rows:
+        value = row.metrics.get(metric) if row.job.status == "completed" else None
         row.value = value if value is not None and math.isfinite(value) else None
-        rows.append(row)
     keys = list(dict.fromkeys(k for row in rows for k in row.params))
     if len(rows) > 1:  # a key with one value in every job explains nothing
         keys = [k for k in keys if len({row.params.get(k) for row in rows}) > 1]
@@ -80,7 +83,7 @@ def _fmt(value: Any) -> str:
 def table(rows: list[Row], metric: str, keys: list[str]) -> tuple[list[str], list[list[Any]]]:
     metric_names = sorted({k for row in rows for k in row.metrics} - {metric})
     header = ["job", "status", *keys, metric, *metric_names, "error"]
-    body = [[row.job.dir.name, row.job.status, *(row.params.get(k, "") for k in keys), row.value,
+    body = [[row.label, row.job.status, *(row.params.get(k, "") for k in keys), row.value,
              *(row.metrics.get(m) for m in metric_names), (row.job.results or {}).get("error", "")]
             for row in rows]
     return header, body
@@ -178,7 +181,7 @@ def plot_learning_curves(rows: list[Row], metric: str, out: Path, top: int) -> P
     val_key = metric.removesuffix("_best")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for row, curves in best:
-        label = f"job {row.job.dir.name} ({_fmt(row.value)})"
+        label = f"job {row.label} ({_fmt(row.value)})"
         for ax, key in zip(axes, ("train/loss", val_key if len(curves.get(val_key, [])) > 1 else metric)):
             points = curves.get(key, [])
             if points:
@@ -199,19 +202,21 @@ def plot_learning_curves(rows: list[Row], metric: str, out: Path, top: int) -> P
     return path
 
 
-def write_report(sweep_dir: str | Path, *, metric: str | None = None, direction: str | None = None,
+def write_report(*sweep_dirs: str | Path, metric: str | None = None, direction: str | None = None,
                  top: int = 3, out: str | Path | None = None) -> Path:
-    """Write the report and return the markdown file's path."""
+    """Write the report of one sweep, or of several together (e.g. the invocations of one resumed Optuna
+    study), and return the markdown file's path."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise UserError(f"{sweep_dir}: not a directory")
-    rows, metric, keys = build_rows(sweep_dir, metric)
-    direction = resolve_direction(direction, metric) if direction else sweep_direction(sweep_dir, metric)
+    dirs = [Path(d) for d in sweep_dirs]
+    for sweep_dir in dirs:
+        if not sweep_dir.is_dir():
+            raise UserError(f"{sweep_dir}: not a directory")
+    rows, metric, keys = build_rows(dirs, metric)
+    direction = resolve_direction(direction, metric) if direction else sweep_direction(dirs[0], metric)
     rows = rank(rows, direction)
-    out = Path(out) if out else sweep_dir / "report"
+    out = Path(out) if out else dirs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
 
     header, body = table(rows, metric, keys)
@@ -220,19 +225,19 @@ def write_report(sweep_dir: str | Path, *, metric: str | None = None, direction:
     curves = plot_learning_curves(rows, metric, out, top)
     failed = [r for r in rows if r.job.status != "completed"]
     best = rows[0] if rows[0].value is not None else None
-    lines = [f"# Sweep report: {sweep_dir.name}", "",
-             f"- sweep: `{sweep_dir}`",
+    lines = [f"# Sweep report: {', '.join(d.name for d in dirs)}", "",
+             *(f"- sweep: `{d}`" for d in dirs),
              f"- {len(rows)} jobs, {len(failed)} failed; ranked by `{metric}` ({direction})"]
     if best:
         overrides = " ".join(f"{k}={v}" for k, v in best.params.items()) or "(no swept overrides)"
-        lines.append(f"- best: job {best.job.dir.name}, `{metric}` = {_fmt(best.value)}: `{overrides}`")
+        lines.append(f"- best: job {best.label}, `{metric}` = {_fmt(best.value)}: `{overrides}`")
     lines += ["", markdown(header, body), ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     if curves:
         lines.append(f"![learning curves]({curves.name})")
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    summary = f"best job {best.job.dir.name}: {metric}={_fmt(best.value)}" if best else "no completed job"
+    summary = f"best job {best.label}: {metric}={_fmt(best.value)}" if best else "no completed job"
     print(f"report: {len(rows)} jobs, {len(failed)} failed, {summary} -> {report} (+ report.csv, "
           f"{len(plots) + bool(curves)} plots)")
     return report
@@ -241,14 +246,15 @@ def write_report(sweep_dir: str | Path, *, metric: str | None = None, direction:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="llm-report", description=__doc__)
-    parser.add_argument("sweep_dir", help="a multirun directory, e.g. outputs/<task_name>/multiruns/<timestamp>")
+    parser.add_argument("sweep_dirs", nargs="+", metavar="sweep_dir",
+                        help="multirun directories (outputs/<task_name>/multiruns/<timestamp>), reported together")
     parser.add_argument("--metric", help="rank by this metric (default: the jobs' optimized_metric)")
     parser.add_argument("--direction", choices=["maximize", "minimize"],
                         help="default: the Optuna sweeper's, else minimize losses/perplexities, maximize the rest")
     parser.add_argument("--top", type=int, default=3, help="learning curves of this many best jobs")
-    parser.add_argument("--out", help="output directory (default: <sweep_dir>/report)")
+    parser.add_argument("--out", help="output directory (default: <first sweep_dir>/report)")
     args = parser.parse_args(argv)
-    write_report(args.sweep_dir, metric=args.metric, direction=args.direction, top=args.top, out=args.out)
+    write_report(*args.sweep_dirs, metric=args.metric, direction=args.direction, top=args.top, out=args.out)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ from lightning_llm.report import main
 PNG = b"\x89PNG"
 
 
-def fake_sweep(root: Path) -> Path:
+def fake_sweep(root: Path, name: str = "2030-01-01_00-00-00_000000") -> Path:
     """A multirun directory as llm-train leaves it: 3 learning rates x fixed batch size, job 2 crashed."""
-    sweep = root / "multiruns" / "2030-01-01_00-00-00_000000"
+    sweep = root / "multiruns" / name
     sweep.mkdir(parents=True)
     OmegaConf.save({"hydra": {"overrides": {"task": ["model.learning_rate=1e-4,1e-3,1e-2", "data.batch_size=16"]}}},
                    sweep / "multirun.yaml")
@@ -70,6 +70,14 @@ def test_report_ranks_by_another_metric_in_its_direction(tmp_path: Path) -> None
     assert [r["job"] for r in rows] == ["1", "0", "2"]  # lower loss first (auto: minimize a loss)
     main([str(sweep), "--metric", "val/loss", "--direction", "maximize", "--out", str(tmp_path / "up")])
     assert [r["job"] for r in read_csv(tmp_path / "up" / "report.csv")] == ["0", "1", "2"]
+
+
+def test_report_of_several_sweeps_labels_jobs_by_sweep(tmp_path: Path) -> None:
+    first, second = fake_sweep(tmp_path, "a"), fake_sweep(tmp_path, "b")
+    main([str(first), str(second), "--out", str(tmp_path / "study")])
+    rows = read_csv(tmp_path / "study" / "report.csv")
+    assert len(rows) == 6 and {r["job"] for r in rows[:2]} == {"a/1", "b/1"}
+    assert [r["status"] for r in rows[-2:]] == ["failed", "failed"]
 
 
 def test_report_refuses_a_directory_without_jobs(tmp_path: Path, capsys) -> None:
