@@ -98,9 +98,7 @@ class CausalLMModule(HFTaskModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.model(**batch).loss  # HF shifts the labels and ignores -100
-        # Not prog_bar: the bar would read the tensor back (a CUDA sync) every step; ThroughputCallback shows
-        # the loss there at log intervals instead.
-        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        self.log_train_loss(loss)
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], metrics: NextTokenMetrics) -> None:

@@ -37,9 +37,7 @@ class SequenceClassificationModule(HFTaskModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.model(**batch).loss
-        # Not prog_bar: the bar would read the tensor back (a CUDA sync) every step; ThroughputCallback shows
-        # the loss there at log intervals instead.
-        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        self.log_train_loss(loss)
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:

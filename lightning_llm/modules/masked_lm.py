@@ -34,11 +34,18 @@ class MaskedLMModule(HFTaskModule):
         super().__init__(**kwargs)
         self.eval_metrics = nn.ModuleDict({"val": _eval_metrics(), "test": _eval_metrics()})
 
+    def task_config(self) -> dict[str, Any]:
+        # From scratch, special ids the tokenizer did not give (builders passes pad/bos/eos) would keep the
+        # architecture's defaults, e.g. ModernBERT's 50281.., outside a corpus-trained vocabulary: unset them.
+        if self.hparams.pretrained_model_name_or_path or self.hparams.hf_config is not None:
+            return {}
+        given = self.hparams.special_token_ids or {}
+        return {key: None for key in ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")
+                if key not in given}
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.model(**batch).loss
-        # Not prog_bar: the bar would read the tensor back (a CUDA sync) every step; ThroughputCallback shows
-        # the loss there at log intervals instead.
-        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        self.log_train_loss(loss)
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
