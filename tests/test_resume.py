@@ -26,7 +26,12 @@ TASKS = {
     # GPT-2's default dropout (0.1) stays on: the restored RNG must give the same dropout masks.
     "gpt": ["model=gpt", "data=text_corpus", *TINY_GPT, "model.max_position_embeddings=64", "data.block_size=32",
             "callbacks.generation_samples=null"],
+    # Script-launched DDP on 2 CPU processes: every rank gets SIGTERM, at its own point of step 3; they agree to
+    # stop after the same batch, and each rank's RNG streams come back.
+    "ddp": [*TINY_BERT, "hardware=ddp", "hardware.accelerator=cpu", "hardware.devices=2",
+            "hardware.precision=32-true"],
 }
+SLOW = {"gpt", "ddp"}
 KILL_AT = 3
 PREEMPT = ["+callbacks.fault._target_=lightning_llm.callbacks.FaultInjection",
            f"+callbacks.fault.sigterm_at_step={KILL_AT}"]
@@ -42,8 +47,8 @@ def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
-# The GPT variant is marked slow (three more subprocess runs, ~35 s of CPU): `pytest -m slow tests/test_resume.py`.
-@pytest.mark.parametrize("task", [pytest.param(task, marks=[pytest.mark.slow] if task == "gpt" else [])
+# GPT (~35 s of CPU) and DDP (~90 s) are marked slow: `pytest -m slow tests/test_resume.py`.
+@pytest.mark.parametrize("task", [pytest.param(task, marks=[pytest.mark.slow] if task in SLOW else [])
                                   for task in TASKS])
 def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(run_cli, tmp_path: Path, task: str) -> None:
     args = [*TASKS[task], *RUN]
@@ -63,7 +68,8 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(run_cli, tmp_pa
     assert f"relaunch the same command with ckpt_path=last paths.output_dir={run_dir}" in proc.stderr
     assert results(run_dir)["status"] == "preempted"
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert checkpoint["global_step"] == KILL_AT
+    stopped_at = checkpoint["global_step"]  # DDP: the ranks agree on the signal after the next batch
+    assert stopped_at == KILL_AT + (task == "ddp")
 
     proc = run_cli("lightning_llm.train", *args, logger, *PREEMPT, "ckpt_path=last", f"paths.output_dir={run_dir}",
                    env=env)
@@ -72,8 +78,8 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(run_cli, tmp_pa
 
     expected, resumed = train_losses(reference), train_losses(run_dir)
     assert len(expected) == 12
-    after_kill = {step: loss for step, loss in expected.items() if step >= KILL_AT}
-    assert {step: loss for step, loss in resumed.items() if step >= KILL_AT} == after_kill  # bit-exact
+    after_kill = {step: loss for step, loss in expected.items() if step >= stopped_at}
+    assert {step: loss for step, loss in resumed.items() if step >= stopped_at} == after_kill  # bit-exact
     final, reference_final = results(run_dir), results(reference)
     assert final["status"] == "completed" and final["global_step"] == reference_final["global_step"] == 12
     assert final["val"] == reference_final["val"]

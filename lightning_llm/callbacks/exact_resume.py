@@ -46,13 +46,21 @@ class ExactResume(pl.Callback):
     """
 
     def __init__(self) -> None:
-        self._rng_to_restore: dict[str, Any] | None = None
+        self._rng_to_restore: list[dict[str, Any]] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return capture_rng_states()
+        """One entry per rank: batches padded to different lengths draw different amounts of dropout noise, so
+        the ranks' streams drift apart. Every rank takes part in saving a checkpoint, so gathering is safe."""
+        states = capture_rng_states()
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            per_rank: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(per_rank, states)
+            return {"per_rank": per_rank}
+        return {"per_rank": [states]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._rng_to_restore = state_dict
+        self._rng_to_restore = state_dict.get("per_rank")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         fit_loop = trainer.fit_loop
@@ -60,6 +68,8 @@ class ExactResume(pl.Callback):
                 and fit_loop._data_fetcher is not None:
             fit_loop._load_combined_loader_states()
             iter(fit_loop._data_fetcher)
-        if self._rng_to_restore is not None:
-            restore_rng_states(self._rng_to_restore)
+        if self._rng_to_restore:
+            rank = trainer.global_rank
+            # Resumed on another number of ranks: rank 0's streams for the extra ones (no longer exact anyway).
+            restore_rng_states(self._rng_to_restore[rank if rank < len(self._rng_to_restore) else 0])
             self._rng_to_restore = None

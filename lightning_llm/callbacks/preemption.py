@@ -3,29 +3,58 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from lightning_llm.callbacks.nan_guard import TrainingDivergedError
+from lightning_llm.results import PREEMPTED_EXIT_CODE
 
 
 class PreemptionCheckpoint(pl.Callback):
-    """Writes `<dirpath>/<filename>.ckpt` when Lightning stops training because the process got SIGTERM.
+    """Writes `<dirpath>/<filename>.ckpt` when training stops because the process got SIGTERM.
 
-    Lightning's signal connector turns SIGTERM into `SIGTERMException` once the current batch is done (on every
-    rank); the checkpoint is therefore taken at a batch boundary, with the data loader and RNG states of exactly
-    that point, and `ckpt_path=last` continues from the next batch. Other exceptions save nothing (a NaN or a
-    crash must not overwrite the last good checkpoint). On SLURM with auto-requeue, Lightning additionally saves
-    its own `hpc_ckpt_*.ckpt` on SIGUSR1 and requeues the job; that checkpoint takes precedence on restart.
+    One process: Lightning's signal connector turns SIGTERM into `SIGTERMException` once the current batch is
+    done, so the checkpoint is taken at a batch boundary with the data loader and RNG states of exactly that
+    point, and `ckpt_path=last` continues from the next batch. Other exceptions save nothing (a NaN or a crash
+    must not overwrite the last good checkpoint).
+
+    Several ranks: Lightning 2.6.6 broadcasts from inside its SIGTERM handler, which deadlocks when the ranks
+    are signalled at different points of a step (as schedulers do; Lightning issue #20806). Here the handler
+    only notes the signal and the ranks agree on it after each batch (one tiny all-reduce), then all stop at
+    the same batch. On SLURM with auto-requeue Lightning also saves `hpc_ckpt_*.ckpt` on SIGUSR1 and requeues
+    the job; `ckpt_path=last` takes the newer of the two.
     """
 
     def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.dirpath, self.filename = dirpath, filename
+        self._signalled = False
 
     @property
     def ckpt_path(self) -> str:
         return os.path.join(self.dirpath, f"{self.filename}.ckpt")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Replaces the handler Lightning set for this fit; Lightning restores the previous one when fit ends.
+        if trainer.world_size > 1 and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._note_sigterm)
+
+    def _note_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self._signalled = True
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.world_size > 1:
+            flag = torch.tensor(float(self._signalled), device=pl_module.device)
+            if trainer.strategy.reduce(flag, reduce_op="sum").item() > 0:
+                # An exit code, so that a spawned worker's exit is not mistaken for a normal return.
+                raise SIGTERMException(PREEMPTED_EXIT_CODE)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException) or trainer.sanity_checking or trainer.global_step == 0:
