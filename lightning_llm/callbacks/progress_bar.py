@@ -22,7 +22,7 @@ class LogIntervalProgressBar(pl.callbacks.RichProgressBar):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._train_items: dict[str, float] = {}
+        self._train_items: dict[str, float | str] = {}
         self._read_at_step = -1
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
@@ -32,6 +32,6 @@ class LogIntervalProgressBar(pl.callbacks.RichProgressBar):
         if trainer.training and step != self._read_at_step and step % every == 0:
             self._read_at_step = step
             metrics = trainer.callback_metrics
-            self._train_items = {label: round(float(metrics[key]), 4 if label == "loss" else None)
+            self._train_items = {label: float(metrics[key]) if label == "loss" else f"{float(metrics[key]):,.0f}"
                                  for key, label in _TRAIN_ITEMS.items() if key in metrics}
         return {**items, **self._train_items}
