@@ -61,22 +61,34 @@ def test_classifier_starts_from_the_mlm_export(mlm_run: dict, compose_cfg) -> No
     classifier = builders.build_model(cfg, tokenizer, datamodule).model
 
     assert tokenizer.get_vocab() == builders.load_tokenizer(hf_model, "x").get_vocab()  # the export's tokenizer
-    encoder = AutoModelForMaskedLM.from_pretrained(hf_model).bert.state_dict()
-    loaded = classifier.bert.state_dict()
+    mlm = AutoModelForMaskedLM.from_pretrained(hf_model)
+    encoder = getattr(mlm, mlm.base_model_prefix).state_dict()
+    loaded = getattr(classifier, classifier.base_model_prefix).state_dict()
     shared = [k for k in encoder if k in loaded]
-    assert len(shared) >= 20 and any("encoder.layer.0" in k for k in shared)
+    assert len(shared) >= 8 and any("layers.0." in k for k in shared)
     for key in shared:
         assert torch.equal(loaded[key], encoder[key]), key
     assert classifier.config.num_labels == 2
 
     scratch = builders.build_model(compose_cfg(["experiment=pretrain_then_finetune", *TINY_BERT, *LIMITS,
                                                 "model.pretrained_model_name_or_path=null"]), tokenizer, datamodule)
-    key = "encoder.layer.0.attention.self.query.weight"
-    assert scratch.model.bert.state_dict()[key].shape == loaded[key].shape
-    assert not torch.equal(scratch.model.bert.state_dict()[key], loaded[key])  # not what a fresh init gives
+    fresh = getattr(scratch.model, scratch.model.base_model_prefix).state_dict()
+    key = next(k for k in shared if "layers.0." in k and k.endswith("weight") and loaded[k].ndim == 2)
+    assert fresh[key].shape == loaded[key].shape
+    assert not torch.equal(fresh[key], loaded[key])  # not what a fresh init gives
 
 
 def test_finetune_half_runs_from_the_export(mlm_run: dict, compose_cfg) -> None:
     results = train(compose_cfg(["experiment=pretrain_then_finetune", *LIMITS,
                                  f"model.pretrained_model_name_or_path={mlm_run['hf_model']}"]))
     assert 0 <= results["test"]["test/acc"] <= 1
+
+
+def test_finetune_half_without_the_export_path_is_one_line(compose_cfg, capsys) -> None:
+    from lightning_llm.cli import run_or_exit
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_or_exit(train, compose_cfg(["experiment=pretrain_then_finetune", *LIMITS]))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert err[-1] == "error: model.pretrained_model_name_or_path: directory not found: ./<mlm run dir>/hf_model"

@@ -69,6 +69,8 @@ class TextCorpusDataModule(CachedTextDataModule):
             raise UserError(f"data.objective must be one of {sorted(self.tasks)}, got {objective!r}")
         if block_size < 2:
             raise UserError(f"data.block_size must be >= 2, got {block_size}")
+        if objective == "masked_lm":
+            check_mlm_probability(mlm_probability)
         self.objective, self.text_column, self.block_size = objective, text_column, block_size
         self.line_by_line, self.mlm_probability, self.whole_word_mask = line_by_line, mlm_probability, whole_word_mask
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -92,10 +94,8 @@ class TextCorpusDataModule(CachedTextDataModule):
             yield from (t for t in batch[self.text_column] if t and t.strip())
 
     def prepare_data(self) -> None:
-        if self.objective == "masked_lm":  # fail before minutes of tokenizing
-            check_mlm_probability(self.mlm_probability)
-            if self.tokenizer is not None:
-                check_mlm_tokenizer(self.tokenizer, self.whole_word_mask)
+        if self.objective == "masked_lm" and self.tokenizer is not None:  # fail before minutes of tokenizing
+            check_mlm_tokenizer(self.tokenizer, self.whole_word_mask)
         super().prepare_data()
 
     def _process(self, raw: DatasetDict) -> tuple[DatasetDict, dict[str, Any]]:

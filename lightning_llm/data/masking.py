@@ -53,8 +53,10 @@ def _continuation_table(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
 class MaskingCollator(DataCollatorForLanguageModeling):
     """`DataCollatorForLanguageModeling` (15%, 80/10/10, pads per batch) with three changes.
 
-    - Special tokens and padding are found by id (`all_special_ids`, vectorised) in every batch, so the [CLS]/[SEP]
-      that packed blocks carry inside them are never masked, without storing a special-tokens mask per example.
+    - Special tokens and padding are found by id (`all_special_ids`) with one `torch.isin` per batch, so the
+      [CLS]/[SEP] that packed blocks carry inside them are never masked and no special-tokens mask is stored per
+      example. (The library's fallback, `get_special_tokens_mask(already_has_special_tokens=True)`, checks the
+      same ids, but row by row in Python.)
     - Whole words follow WordPiece's '##' pieces (as in BERT's own whole-word masking): the library groups tokens
       by character offsets, which would also glue punctuation to the word before it and needs offsets stored.
     - `deterministic=True` (validation/test) seeds the masks of each batch from its content and `seed`, so every
