@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
@@ -155,9 +154,10 @@ def _padding_speed(root: Path, smoke: bool, rounds: int | None) -> Result:
     dm.prepare_data()
     dm.setup("fit")
     size = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64) if smoke else \
-        dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256)
+        dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256)  # classify_demo
     module = SequenceClassificationModule(model_type="bert", vocab_size=len(tokenizer), num_labels=dm.num_labels,
-                                          special_token_ids={"pad_token_id": tokenizer.pad_token_id}, dropout=0.0, max_position_embeddings=512, **size)
+                                          special_token_ids={"pad_token_id": tokenizer.pad_token_id}, dropout=0.0,
+                                          max_position_embeddings=512, **size)
     train = dm.datasets["train"]
     collators = [dm.collate_fn, DataCollatorWithPadding(tokenizer, padding="max_length", max_length=dm.max_length)]
     loaders = [DataLoader(train, batch_size=dm.batch_size, sampler=same_order_sampler(train, dm.seed),
@@ -167,7 +167,8 @@ def _padding_speed(root: Path, smoke: bool, rounds: int | None) -> Result:
     alt = Alternation(2, sizes.warmup, sizes.steps, sizes.rounds)
     models = [copy.deepcopy(module.model), copy.deepcopy(module.model)]
     hp = module.hparams
-    alt.run([lambda i: plain_loop(models[i], loaders[i], hp, alt.total_steps, 1.0, lambda l: alt.step_done(i, l))
+    alt.run([lambda i: plain_loop(models[i], loaders[i], hp, alt.total_steps, 1.0,
+                                  lambda loss: alt.step_done(i, loss), {"fused": True})
              for _ in range(2)])
     (dyn_share, _, dyn_total), (max_share, _, max_total) = shares
     return Result("B4-cls", f"classification, batch {dm.batch_size}: dynamic padding (multiple of 8) vs padding "

@@ -23,7 +23,7 @@ def b5(smoke: bool = False, rounds: int | None = None) -> list[Result]:
     parity = "ok (greedy outputs token-identical)" if result["token_identical"] else "MISMATCH (outputs differ)"
     what = (f"generation tokens/s (GPT-2 {s['layers']}x{s['width']}, batch {s['batch_size']}, "
             f"{s['prompt_tokens']}+{s['new_tokens']} tokens, greedy)")
-    notes = [f"round times (s): " + "; ".join(f"{k} " + " ".join(f"{t:.2f}" for t in v)
+    notes = ["round times (s): " + "; ".join(f"{k} " + " ".join(f"{t:.2f}" for t in v)
                                                for k, v in result["round_times_s"].items())]
     return [Result("B5", what, f"{tps['ours']:,.0f} tok/s", f"{tps['hf']:,.0f} tok/s (model.generate)",
                    result["ours_vs_hf"], ">= 0.95", parity, notes),
