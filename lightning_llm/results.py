@@ -96,19 +96,17 @@ def outcome_recorded(cfg: DictConfig) -> Iterator[None]:
         results_file.unlink(missing_ok=True)
     try:
         yield
-    except SIGTERMException:
-        hint = f"relaunch the same command with ckpt_path=last paths.output_dir={run_dir}"
-        write_failed_results(cfg, "preempted (SIGTERM)", status="preempted", resume=hint)
-        print(f"preempted: {hint}", file=sys.stderr)
-        raise SystemExit(PREEMPTED_EXIT_CODE) from None
-    except TrainingDivergedError as err:
-        write_failed_results(cfg, str(err), status="diverged")
-        raise
-    except (KeyboardInterrupt, SystemExit) as err:
-        if results_file.exists():
+    except BaseException as err:
+        # A preempted ddp_spawn worker reaches the main process as an exit code, not as the exception.
+        if isinstance(err, SIGTERMException) or getattr(err, "exit_code", None) == PREEMPTED_EXIT_CODE:
+            hint = f"relaunch the same command with ckpt_path=last paths.output_dir={run_dir}"
+            write_failed_results(cfg, "preempted (SIGTERM)", status="preempted", resume=hint)
+            print(f"preempted: {hint}", file=sys.stderr)
+            raise SystemExit(PREEMPTED_EXIT_CODE) from None
+        if isinstance(err, TrainingDivergedError):
+            write_failed_results(cfg, str(err), status="diverged")
+        elif isinstance(err, (KeyboardInterrupt, SystemExit)) and results_file.exists():
             write_failed_results(cfg, f"interrupted ({type(err).__name__})", status="interrupted")
-        raise
-    except Exception as err:
-        if results_file.exists():
+        elif results_file.exists():
             write_failed_results(cfg, f"{type(err).__name__}: {err}")
         raise

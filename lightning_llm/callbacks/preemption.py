@@ -35,6 +35,7 @@ class PreemptionCheckpoint(pl.Callback):
     def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.dirpath, self.filename = dirpath, filename
         self._signalled = False
+        self._saved_at_step: int | None = None
 
     @property
     def ckpt_path(self) -> str:
@@ -53,15 +54,22 @@ class PreemptionCheckpoint(pl.Callback):
         if trainer.world_size > 1:
             flag = torch.tensor(float(self._signalled), device=pl_module.device)
             if trainer.strategy.reduce(flag, reduce_op="sum").item() > 0:
-                # An exit code, so that a spawned worker's exit is not mistaken for a normal return.
+                # Saved here: spawned workers (ddp_spawn) get no `on_exception`. The exit code tells the main
+                # process that a worker was preempted rather than returning normally.
+                self._save(trainer)
                 raise SIGTERMException(PREEMPTED_EXIT_CODE)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException) or trainer.sanity_checking or trainer.global_step == 0:
+        if isinstance(exception, SIGTERMException) and not trainer.sanity_checking:
+            self._save(trainer)
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.global_step == 0 or self._saved_at_step == trainer.global_step:
             return
         try:
             trainer.save_checkpoint(self.ckpt_path)
         except TrainingDivergedError as err:  # the pending NaN check failed: the weights are not worth keeping
             rank_zero_warn(f"preempted, but no checkpoint saved: {err}")
             return
+        self._saved_at_step = trainer.global_step
         rank_zero_info(f"preempted (SIGTERM) at step {trainer.global_step}: saved {self.ckpt_path}")
