@@ -35,10 +35,13 @@ class Result:
     parity: str
     notes: list[str] = field(default_factory=list)
 
-    def passed(self) -> bool | None:
+    def verdict(self) -> str:
+        """A check mark at or above the goal, "✓ (min)" between a "(min X)" minimum and the goal, a cross below."""
         if self.ratio is None or not self.goal.startswith(">="):
-            return None
-        return self.ratio >= float(self.goal[2:].split()[0].rstrip("x"))
+            return ""
+        goal = float(self.goal[2:].split()[0].rstrip("x"))
+        minimum = float(self.goal.split("(min")[1].strip(" )")) if "(min" in self.goal else goal
+        return "✓" if self.ratio >= goal else "✓ (min)" if self.ratio >= minimum else "✗"
 
 
 class SideFailed(RuntimeError):
@@ -207,8 +210,6 @@ def markdown_table(results: Sequence[Result]) -> str:
     rows = ["| benchmark | measures | ours | baseline | ours/baseline (median) | goal | loss/output parity |",
             "|---|---|---|---|---|---|---|"]
     for r in results:
-        ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}"
-        ok = r.passed()
-        mark = "" if ok is None else (" ✓" if ok else " ✗")
-        rows.append(f"| {r.name} | {r.what} | {r.ours} | {r.baseline} | {ratio}{mark} | {r.goal} | {r.parity} |")
+        ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f} {r.verdict()}".rstrip()
+        rows.append(f"| {r.name} | {r.what} | {r.ours} | {r.baseline} | {ratio} | {r.goal} | {r.parity} |")
     return "\n".join(rows)
