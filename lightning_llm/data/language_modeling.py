@@ -104,7 +104,8 @@ class TextCorpusDataModule(CachedTextDataModule):
         eos = tok.eos_token_id if self.objective == "causal_lm" else None
 
         # Only input_ids are kept: not converting attention masks/token types and packing with C-level iteration
-        # (chain + fromiter with count, blocks handed over as one array) made prepare_data ~15% faster (B3).
+        # (chain + fromiter with count, blocks handed over as one array) and the token counts below made
+        # prepare_data 1.4x faster on a 4 MB corpus (A/B against the previous version, 2 CPU cores; see B3).
         only_ids = {"return_attention_mask": False, "return_token_type_ids": False}
 
         def encode(batch: dict[str, list]) -> dict[str, Any]:
@@ -126,7 +127,7 @@ class TextCorpusDataModule(CachedTextDataModule):
             if len(processed[split]) == 0:
                 what = "no non-empty lines" if self.line_by_line else f"fewer than data.block_size={block} tokens"
                 raise UserError(f"data: the {split} split has {what} (empty corpus?)")
-        # Summed from Arrow's list lengths: reading the column into Python lists took ~10% of prepare_data (B3).
+        # Summed from Arrow's list lengths, not by reading the column into Python lists (~10% of prepare_data).
         meta = {"num_tokens": {s: int(pc.sum(pc.list_value_length(d.data.column("input_ids"))).as_py() or 0)
                                for s, d in processed.items()}}
         if self.objective == "masked_lm" and "train" in processed:
