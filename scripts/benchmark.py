@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="extra llm-train override for our side of B1/B2 (repeatable), e.g. to bisect overheads")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="B1/B2: cProfile each side (thread CPU time) into DIR/<b1|b2>-<side>.prof")
+                        help="B1/B2: cProfile each side's timed rounds (CPU time of its thread) into "
+                             "DIR/<b1|b2>-<side>.prof and print a per-step summary (ratios under profiling are "
+                             "not representative)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     names = BENCHMARKS if "all" in args.which else tuple(dict.fromkeys(args.which))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import cProfile
 import os
+import pstats
 import statistics
 import tempfile
 import threading
@@ -72,12 +73,15 @@ class Alternation:
         self._turn = 0
         self._error: BaseException | None = None
         self._cond = threading.Condition()
+        self._profilers: list[cProfile.Profile] = []
 
     def wait_turn(self, side: int) -> None:
         with self._cond:
             self._cond.wait_for(lambda: self._turn == side or self._error is not None)
             if self._error is not None:
                 raise SideFailed from self._error
+        if self._profilers and self._count[side] >= self.warmup:
+            self._profilers[side].enable()
         self._start[side] = time.perf_counter()
 
     def step_done(self, side: int, loss: torch.Tensor | float) -> None:
@@ -88,6 +92,8 @@ class Alternation:
             return
         if n > self.warmup:
             self.times[side].append(time.perf_counter() - self._start[side])
+            if self._profilers:
+                self._profilers[side].disable()
         if n >= self.total_steps:
             self.finish(side)
             return
@@ -120,16 +126,15 @@ class Alternation:
 
     def run(self, sides: Sequence[Callable[[int], None]], profile_to: Path | None = None) -> None:
         """Run `sides[i](i)` in threads, side 0 first; re-raise the first error of any side. With `profile_to`,
-        each side runs under cProfile (CPU time of its own thread) and its stats go to `<profile_to>-<i>.prof`."""
+        each side's timed rounds (not warm-up, setup or teardown) run under cProfile, measuring the CPU time of
+        the side's own thread, and its stats go to `<profile_to>-<i>.prof`."""
+        if profile_to is not None:
+            self._profilers = [cProfile.Profile(time.thread_time) for _ in sides]
+
         def target(i: int) -> None:
             try:
                 self.wait_turn(i)
-                if profile_to is None:
-                    sides[i](i)
-                else:
-                    profiler = cProfile.Profile(time.thread_time)
-                    profiler.runcall(sides[i], i)
-                    profiler.dump_stats(f"{profile_to}-{i}.prof")
+                sides[i](i)
                 if not self._done[i]:  # the loop ended early (fewer batches than steps): do not block the others
                     self.finish(i)
             except BaseException as err:  # noqa: BLE001 - handed to the main thread below
@@ -140,6 +145,8 @@ class Alternation:
             t.start()
         for t in threads:
             t.join()
+        for i, profiler in enumerate(self._profilers):
+            profiler.dump_stats(f"{profile_to}-{i}.prof")
         if self._error is not None:
             raise self._error
         for i, times in enumerate(self.times):
@@ -162,6 +169,18 @@ class Alternation:
 
     def median_time(self, side: int) -> float:
         return statistics.median(self.times[side])
+
+
+def profile_summary(path: str | Path, steps: int, top: int = 12) -> str:
+    """CPU ms per step of one side's profile, total and by function (own time), heaviest first."""
+    stats = pstats.Stats(str(path))
+    rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
+    lines = [f"{Path(path).name}: {stats.total_tt / steps * 1e3:.2f} ms CPU per step (own thread), top by own time:"]
+    for (filename, line, name), (_, calls, own, cumulative, _) in rows:
+        where = name if filename == "~" else f"{Path(filename).name}:{line}({name})"
+        lines.append(f"    {own / steps * 1e3:7.3f} ms/step own, {cumulative / steps * 1e3:7.3f} cumulative, "
+                     f"{calls / steps:5.1f} calls/step  {where}")
+    return "\n".join(lines)
 
 
 def alternate_calls(fns: Sequence[Callable[[], Any]], rounds: int, warmup: int = 1) -> tuple[list[list[float]],

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, get_scheduler
 
-from bench.harness import Alternation, Result, parity_text, workdir
+from bench.harness import Alternation, Result, parity_text, profile_summary, workdir
 from bench.parts import OurRun, build_our_run
 
 # Dropout off: the two sides draw from one global RNG in turns, so with dropout on their losses could not be
@@ -102,6 +102,13 @@ def _stack_blocks(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "labels": input_ids}
 
 
+def _print_profiles(sizes: Sizes, names: list[str]) -> None:
+    if sizes.profile_to is not None:
+        for i, name in enumerate(names):
+            print(f"profile of {name} ({sizes.rounds * sizes.steps} timed steps):\n"
+                  f"{profile_summary(f'{sizes.profile_to}-{i}.prof', sizes.rounds * sizes.steps)}")
+
+
 def _fit(run: OurRun, alternation: Alternation, side: int, drop: tuple[type, ...] = (),
          logger: bool = True) -> None:
     trainer = run.trainer([StepHook(alternation, side)], drop=drop, logger=logger)
@@ -128,6 +135,7 @@ def b1(sizes: Sizes, smoke: bool = False) -> Result:
              lambda i: plain_loop(plain_model, loader, run.model.hparams, alt.total_steps,
                                   cfg.trainer.gradient_clip_val, lambda loss: alt.step_done(i, loss),
                                   our_adamw_flags(run))], sizes.profile_to)
+    _print_profiles(sizes, ["ours", "plain"])
     tokens = dm.batch_size * dm.block_size * sizes.steps
     ours, plain = alt.median_time(0), alt.median_time(1)
     return Result("B1", f"causal-LM training, tokens/s (gpt_demo GPT, batch {dm.batch_size}x{dm.block_size})",
@@ -213,6 +221,7 @@ def b2(sizes: Sizes, smoke: bool = False) -> Result:
              lambda i: plain_loop(plain_model, loader, run.model.hparams, alt.total_steps,
                                   run.cfg.trainer.gradient_clip_val, lambda loss: alt.step_done(i, loss),
                                   our_adamw_flags(run))], sizes.profile_to)
+    _print_profiles(sizes, ["ours", "hf", "plain"])
     ours, hf, plain = (alt.median_time(i) * 1e3 / sizes.steps for i in range(3))
     parity = parity_text(max(alt.loss_diff(0, 1), alt.loss_diff(0, 2)), LOSS_TOL)
     return Result("B2", f"classification training, samples/s (classify_demo BERT, batch {dm.batch_size}, "
