@@ -4,6 +4,7 @@ per job so its dashboard compares the jobs of a sweep."""
 
 from __future__ import annotations
 
+import csv
 import os
 import socket
 import sys
@@ -12,7 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
 from lightning_llm.utils.secrets import redact
@@ -20,6 +22,33 @@ from lightning_llm.utils.secrets import redact
 WANDB_ID_FILE = "wandb_run_id.txt"
 _SYNC_HINT = "upload later with `wandb sync <run_dir>/wandb/offline-run-*`"
 _server_unreachable = False  # set once an online start failed in this process
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv, and a copy of the writer made before the file existed
+    (ddp_spawn phases, resumed runs) rewrites it with only the columns it knows, which crashes. This one keeps the
+    file and adopts its columns, so a resumed run or a spawned test phase continues the same metrics.csv."""
+
+    def _check_log_dir_exists(self) -> None:
+        pass
+
+    def save(self) -> None:
+        if self.metrics and self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                header = next(csv.reader(file), [])
+            self.metrics_keys = sorted(set(self.metrics_keys) | set(header))
+        super().save()
+
+
+class AppendingCSVLogger(CSVLogger):
+    """`CSVLogger` that appends to the run's metrics.csv instead of replacing it (see `_AppendingWriter`)."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def wandb_has_credentials() -> bool:
