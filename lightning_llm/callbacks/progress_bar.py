@@ -22,16 +22,21 @@ class LogIntervalProgressBar(pl.callbacks.RichProgressBar):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._items: dict[str, Any] | None = None
         self._train_items: dict[str, float | str] = {}
         self._read_at_step = -1
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        items = super().get_metrics(trainer, pl_module)
+        """Between logging steps of training the items cannot change: the last ones are shown again (collecting
+        them costs Lightning ~0.1 ms per batch)."""
         every = max(int(trainer.log_every_n_steps), 1)
         step = trainer.global_step
-        if trainer.training and step != self._read_at_step and step % every == 0:
+        at_log_step = trainer.training and step != self._read_at_step and step % every == 0
+        if at_log_step:
             self._read_at_step = step
             metrics = trainer.callback_metrics
             self._train_items = {label: float(metrics[key]) if label == "loss" else f"{float(metrics[key]):,.0f}"
                                  for key, label in _TRAIN_ITEMS.items() if key in metrics}
-        return {**items, **self._train_items}
+        if at_log_step or not trainer.training or self._items is None:
+            self._items = {**super().get_metrics(trainer, pl_module), **self._train_items}
+        return self._items
