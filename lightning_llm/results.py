@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
@@ -46,13 +47,23 @@ def write_results(cfg: DictConfig, trainer: pl.Trainer, *, val_metrics: dict[str
         "best_checkpoint": best_ckpt or None,
         "last_checkpoint": _last_checkpoint(run_dir),
         "hf_model": str(hf_dir) if hf_dir else None,
-        "global_step": trainer.global_step,
-        "epochs": trainer.current_epoch,
+        **_progress(trainer, best_ckpt),
         "run_dir": str(run_dir),
     }
     if trainer.global_rank == 0:
         write_json_atomic(run_dir / "results.json", results)
     return results
+
+
+def _progress(trainer: pl.Trainer, best_ckpt: str) -> dict[str, int]:
+    """Steps and epochs trained. Under ddp_spawn the workers' progress never reaches this process's trainer, so
+    it is read from the newest checkpoint instead."""
+    step, epoch = trainer.global_step, trainer.current_epoch
+    last = _last_checkpoint(Path(best_ckpt).parent.parent) if best_ckpt else None
+    if step == 0 and last:
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+        step, epoch = checkpoint.get("global_step", 0), checkpoint.get("epoch", 0) + 1
+    return {"global_step": step, "epochs": epoch}
 
 
 def _last_checkpoint(run_dir: Path) -> str | None:

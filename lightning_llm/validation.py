@@ -23,8 +23,8 @@ def validate_train_config(cfg: DictConfig) -> None:
         if not cfg.get(group):
             raise UserError(f"{group} is not set: choose one with {group}=<option>")
     check_task_pair(cfg)
-    check_hardware(cfg.hardware)
     check_block_size(cfg)
+    check_hardware(cfg.hardware)
     if cfg.get("ckpt_path") and cfg.ckpt_path != "last" and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path: file not found: {cfg.ckpt_path}")
     resume_from = cfg.ckpt_path if cfg.get("ckpt_path") != "last" else last_checkpoint(cfg.paths.output_dir)

@@ -15,9 +15,6 @@ from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.train import train
 from tests.conftest import TINY_BERT
 
-FAST = [*TINY_BERT, "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "logger=none"]
-
 
 def test_fast_dev_run_trains_on_cpu(compose_cfg) -> None:
     results = train(compose_cfg([*TINY_BERT, "debug=fdr"]))
@@ -27,14 +24,14 @@ def test_fast_dev_run_trains_on_cpu(compose_cfg) -> None:
 
 def test_tiny_model_learns(compose_cfg, tmp_path: Path) -> None:
     """Loss falls and accuracy rises well above chance on the bundled reviews within a few hundred steps."""
-    cfg = compose_cfg(["experiment=classify_demo", "model.hidden_size=64", "model.intermediate_size=128",
-                       "trainer.max_epochs=2", "trainer.limit_train_batches=50", "data.max_length=48",
+    cfg = compose_cfg(["experiment=classify_demo", "trainer.max_epochs=2", "data.max_length=48",
                        "callbacks.early_stopping=null"])
     results = train(cfg)
     rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
-    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
-    assert results["val"]["val/acc"] > 0.7  # chance is 0.5
+    assert len(losses) >= 6
+    assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3
+    assert results["val"]["val/acc"] > 0.85  # chance is 0.5
     assert results["optimized_metric"] == {"name": "val/acc_best", "value": results["val"]["val/acc_best"]}
 
 
