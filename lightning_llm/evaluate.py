@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightning_llm import builders
 from lightning_llm.checkpoints import load_module, load_run_tokenizer, saved_run_config
-from lightning_llm.cli import CONFIG_DIR, run_or_exit
+from lightning_llm.cli import CONFIG_DIR, exit_on_user_error, run_or_exit
 from lightning_llm.errors import UserError
 from lightning_llm.hardware import check_hardware, trainer_kwargs
 from lightning_llm.results import collect_metrics
 from lightning_llm.utils.io import write_json_atomic
+from lightning_llm.utils.secrets import refuse_secret_overrides
 
 
 def _data_config(cfg: DictConfig) -> DictConfig:
@@ -60,6 +62,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    exit_on_user_error(refuse_secret_overrides)(sys.argv[1:])
     _main()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,9 +23,10 @@ from transformers.utils import logging as hf_logging
 
 from lightning_llm.builders import tokenizer_dir
 from lightning_llm.checkpoints import load_module, run_dir_of
-from lightning_llm.cli import CONFIG_DIR, run_or_exit
+from lightning_llm.cli import CONFIG_DIR, exit_on_user_error, run_or_exit
 from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.errors import UserError, require
+from lightning_llm.utils.secrets import refuse_secret_overrides
 
 _CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -247,6 +249,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    exit_on_user_error(refuse_secret_overrides)(sys.argv[1:])
     _main()
 
 
