@@ -82,6 +82,16 @@ def build_model(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> pl.Lightnin
     return safe_instantiate(model_cfg, "model", **kwargs)
 
 
+def build_data_and_model(cfg: DictConfig) -> tuple[Any, Any, pl.LightningModule]:
+    """Data module (tokenized, set up), tokenizer and model, in the order `llm-train` creates them."""
+    datamodule = build_datamodule(cfg)
+    tokenizer = build_tokenizer(cfg, datamodule)
+    datamodule.tokenizer = tokenizer
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule, tokenizer, build_model(cfg, tokenizer, datamodule)
+
+
 def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any]) -> pl.Trainer:
     hardware = trainer_hardware_kwargs(cfg.hardware)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)

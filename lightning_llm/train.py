@@ -32,12 +32,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     print_config(cfg, save_to=out / "config_tree.log")
     pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule = builders.build_datamodule(cfg)
-    tokenizer = builders.build_tokenizer(cfg, datamodule)
-    datamodule.tokenizer = tokenizer
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    model = builders.build_model(cfg, tokenizer, datamodule)
+    datamodule, tokenizer, model = builders.build_data_and_model(cfg)
     tokenizer.save_pretrained(str(builders.tokenizer_dir(out)))
 
     loggers, callbacks = builders.build_loggers(cfg), builders.build_callbacks(cfg)

@@ -50,10 +50,5 @@ def build_our_run(overrides: list[str], run_dir: Path, cache_dir: Path) -> OurRu
     """Data module, tokenizer and model in the order `lightning_llm.train` creates them (same seed first)."""
     cfg = compose_config(overrides, run_dir, cache_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = builders.build_datamodule(cfg)
-    tokenizer = builders.build_tokenizer(cfg, datamodule)
-    datamodule.tokenizer = tokenizer
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    model = builders.build_model(cfg, tokenizer, datamodule)
+    datamodule, tokenizer, model = builders.build_data_and_model(cfg)
     return OurRun(cfg, datamodule, tokenizer, model)
