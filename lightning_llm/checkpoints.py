@@ -10,7 +10,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.data.tokenizers import load_tokenizer
-from lightning_llm.errors import UserError
+from lightning_llm.errors import UserError, first_line
 
 
 def run_dir_of(ckpt_path: str | Path) -> Path:
@@ -27,7 +27,7 @@ def load_module(ckpt_path: str | Path, key: str = "ckpt_path", map_location: str
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise UserError(f"{key}: {ckpt_path} is not a loadable checkpoint: {str(err).splitlines()[0]}") from err
+        raise UserError(f"{key}: {ckpt_path} is not a loadable checkpoint: {first_line(err)}") from err
     target = checkpoint.get("lightning_llm_module")
     if not isinstance(target, str) or not target.startswith("lightning_llm."):
         raise UserError(f"{key}: {ckpt_path} was not written by lightning-llm (no module class recorded)")

@@ -11,3 +11,9 @@ def require(condition: bool, message: str) -> None:
     """Raise `UserError(message)` unless `condition` holds."""
     if not condition:
         raise UserError(message)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (library errors often span many lines)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from transformers import AutoConfig
 
 from lightning_llm.builders import check_task_pair, target_class
-from lightning_llm.errors import UserError
+from lightning_llm.errors import UserError, first_line
 from lightning_llm.hardware import check_hardware
 from lightning_llm.utils.instantiate import check_targets
 from lightning_llm.utils.secrets import check_config_secrets
@@ -73,7 +73,7 @@ def check_resume_checkpoint(cfg: DictConfig, path: str | Path) -> None:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
         raise UserError(f"ckpt_path: {path} does not load safely (weights_only=True): "
-                        f"{str(err).strip().splitlines()[0]}") from err
+                        f"{first_line(err)}") from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "loops" not in checkpoint:
         raise UserError(f"ckpt_path: {path} is not a Lightning training checkpoint (no state_dict/loops)")
     saved = checkpoint.get("lightning_llm_module")

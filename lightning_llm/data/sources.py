@@ -10,7 +10,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset
 
-from lightning_llm.errors import UserError
+from lightning_llm.errors import UserError, first_line
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 SPLITS = ("train", "validation", "test")
@@ -54,7 +54,7 @@ def load_raw(*, dataset_name: str | None, dataset_config: str | None, files: dic
         except Exception as err:  # pyarrow/pandas parse errors carry long messages
             if "corresponds to no data" in str(err):
                 raise UserError(f"data.{split}_file: {path} has no rows (the {split} split is empty)") from err
-            raise UserError(f"data.{split}_file: cannot read {path}: {str(err).splitlines()[0]}") from err
+            raise UserError(f"data.{split}_file: cannot read {path}: {first_line(err)}") from err
     return DatasetDict(splits)
 
 
@@ -68,10 +68,10 @@ def _load_hub(name: str, config: str | None, split_names: dict[str, str], cache_
         except ValueError as err:
             if "Unknown split" in str(err) or "split" in str(err).lower():
                 continue  # a missing validation/test split is carved from train later
-            raise UserError(f"data.dataset_name={name!r}: {str(err).splitlines()[0]}") from err
+            raise UserError(f"data.dataset_name={name!r}: {first_line(err)}") from err
         except Exception as err:
             raise UserError(f"data.dataset_name={name!r} (config {config!r}): cannot load: "
-                            f"{str(err).splitlines()[0]}") from err
+                            f"{first_line(err)}") from err
     if "train" not in out and "test" not in out:
         raise UserError(f"data.dataset_name={name!r}: none of the splits {dict(split_names)} exist")
     return DatasetDict(out)

@@ -11,7 +11,7 @@ from filelock import FileLock
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from lightning_llm.errors import UserError
+from lightning_llm.errors import UserError, first_line
 from lightning_llm.utils.io import write_dir_atomic
 
 TokenizerKind = Literal["wordpiece", "bpe"]
@@ -25,16 +25,11 @@ def load_tokenizer(name_or_path: str, key: str, trust_remote_code: bool = False)
         return AutoTokenizer.from_pretrained(str(Path(name_or_path).expanduser()) if _looks_local(name_or_path)
                                              else name_or_path, trust_remote_code=trust_remote_code)
     except Exception as err:
-        raise UserError(f"{key}: cannot load a tokenizer from {name_or_path!r}: {_first_line(err)}") from err
+        raise UserError(f"{key}: cannot load a tokenizer from {name_or_path!r}: {first_line(err)}") from err
 
 
 def _looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def train_tokenizer(texts: Iterable[str], kind: TokenizerKind, vocab_size: int,

@@ -7,16 +7,11 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
-from lightning_llm.errors import UserError
+from lightning_llm.errors import UserError, first_line
 
 # Config attributes that hold dropout probabilities across common architectures (BERT, GPT-2, Llama, ...).
 _DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop",
                   "dropout", "attention_dropout", "hidden_dropout", "summary_first_dropout")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _check_local(name: str) -> None:
@@ -47,14 +42,14 @@ def build_config(*, pretrained_model_name_or_path: str | None, hf_config: dict[s
             config = AutoConfig.from_pretrained(pretrained_model_name_or_path, trust_remote_code=trust_remote_code)
         except Exception as err:
             raise UserError(f"model.pretrained_model_name_or_path: cannot load {pretrained_model_name_or_path!r}: "
-                            f"{_first_line(err)}") from err
+                            f"{first_line(err)}") from err
         for key, value in extra.items():
             setattr(config, key, value)
     else:
         try:
             config = AutoConfig.for_model(model_type, **{k: v for k, v in size.items() if v is not None}, **extra)
         except ValueError as err:
-            raise UserError(f"model.model_type={model_type!r}: {_first_line(err)}") from err
+            raise UserError(f"model.model_type={model_type!r}: {first_line(err)}") from err
     apply_dropout(config, dropout)
     return config
 
@@ -71,11 +66,11 @@ def build_model(auto_cls: Any, config: PretrainedConfig, *, pretrained_model_nam
                                             ignore_mismatched_sizes=True, **kwargs)
         except ValueError as err:
             raise UserError(f"model.pretrained_model_name_or_path={pretrained_model_name_or_path!r} cannot be used "
-                            f"for this task: {_first_line(err)}") from err
+                            f"for this task: {first_line(err)}") from err
         except Exception as err:
             raise UserError(f"model.pretrained_model_name_or_path: cannot load {pretrained_model_name_or_path!r}: "
-                            f"{_first_line(err)}") from err
+                            f"{first_line(err)}") from err
     try:
         return auto_cls.from_config(config, **kwargs)
     except ValueError as err:
-        raise UserError(f"model: {config.model_type!r} cannot be used for this task: {_first_line(err)}") from err
+        raise UserError(f"model: {config.model_type!r} cannot be used for this task: {first_line(err)}") from err
