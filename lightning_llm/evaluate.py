@@ -10,14 +10,19 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lightning_llm import builders
-from lightning_llm.checkpoints import load_module, load_run_tokenizer, saved_run_config
-from lightning_llm.cli import CONFIG_DIR, exit_on_user_error, run_or_exit
+from lightning_llm.config import CONFIG_DIR
+from lightning_llm.config.secrets import refuse_secret_overrides
 from lightning_llm.errors import UserError
-from lightning_llm.hardware import check_hardware, trainer_kwargs
-from lightning_llm.results import collect_metrics
+from lightning_llm.runtime import builders
+from lightning_llm.runtime.checkpoints import (
+    load_module,
+    load_run_tokenizer,
+    saved_run_config,
+)
+from lightning_llm.runtime.cli import exit_on_user_error, run_or_exit
+from lightning_llm.runtime.hardware import check_hardware, trainer_kwargs
+from lightning_llm.runtime.results import collect_metrics
 from lightning_llm.utils.io import write_json_atomic
-from lightning_llm.utils.secrets import refuse_secret_overrides
 
 
 def _data_config(cfg: DictConfig) -> DictConfig:

@@ -10,7 +10,7 @@ import copy
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,23 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel, TextStreamer, set_seed
+from transformers import (
+    AutoModelForCausalLM,
+    GenerationConfig,
+    PreTrainedModel,
+    TextStreamer,
+    set_seed,
+)
 from transformers.utils import logging as hf_logging
 
-from lightning_llm.builders import tokenizer_dir
-from lightning_llm.checkpoints import load_module, run_dir_of
-from lightning_llm.cli import CONFIG_DIR, exit_on_user_error, run_or_exit
+from lightning_llm.config import CONFIG_DIR
+from lightning_llm.config.secrets import refuse_secret_overrides
 from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.errors import UserError, require
-from lightning_llm.utils.secrets import refuse_secret_overrides
+from lightning_llm.modules.generation import generate_ids
+from lightning_llm.runtime.builders import tokenizer_dir
+from lightning_llm.runtime.checkpoints import load_module, run_dir_of
+from lightning_llm.runtime.cli import exit_on_user_error, run_or_exit
 
 _CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -167,43 +175,6 @@ def context_length(model: PreTrainedModel) -> int | None:
 
 
 # ----------------------------------------------------------------------------------------------- generating
-def _trim(ids: list[int], eos_ids: set[int]) -> list[int]:
-    """Cut after the first EOS: in a batch, finished rows go on with padding that a lone prompt never has."""
-    for i, token in enumerate(ids):
-        if token in eos_ids:
-            return ids[:i + 1]
-    return ids
-
-
-@torch.inference_mode()
-def generate_ids(model: PreTrainedModel, prompts: Sequence[Sequence[int]], config: GenerationConfig,
-                 batch_size: int = 8, streamer: Any = None) -> list[list[list[int]]]:
-    """New token ids per prompt (`config.num_return_sequences` lists each), generated in LEFT-padded batches.
-
-    Prompts are batched by length (least padding) and returned in the given order. Padding is on the left so that
-    every row's last prompt token sits at the end, where decoder-only generation continues from; transformers
-    derives the position ids from the attention mask.
-    """
-    pad = config.pad_token_id if config.pad_token_id is not None else 0
-    eos = config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    results: list[list[list[int]]] = [[] for _ in prompts]
-    device = model.device
-    for start in range(0, len(order), batch_size):
-        rows = [list(prompts[i]) for i in order[start:start + batch_size]]
-        width = max(map(len, rows))
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                             streamer=streamer)
-        new = out[:, width:].tolist()
-        n = config.num_return_sequences or 1
-        for j, index in enumerate(order[start:start + batch_size]):
-            results[index] = [_trim(ids, eos_ids) for ids in new[j * n:(j + 1) * n]]
-    return results
-
-
 def generate(cfg: DictConfig) -> list[dict[str, Any]]:
     """Check settings, load, generate, print (or stream) and write JSONL; returns the records."""
     check_settings(cfg)

@@ -15,9 +15,14 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from hydra_plugins.lightning_llm_optuna.sweeper import resolve_direction
-from lightning_llm.cli import exit_on_user_error
 from lightning_llm.errors import UserError
-from lightning_llm.sweep import SweepJob, sweep_jobs, sweep_overrides, swept_overrides
+from lightning_llm.runtime.cli import exit_on_user_error
+from lightning_llm.tracking.jobs import (
+    SweepJob,
+    sweep_jobs,
+    sweep_overrides,
+    swept_overrides,
+)
 
 
 @dataclass

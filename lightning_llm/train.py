@@ -10,13 +10,20 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_llm import builders
-from lightning_llm.cli import CONFIG_DIR, exit_on_user_error, print_config, run_or_exit
-from lightning_llm.hardware import follow_rank_zero_run_dir, share_run_dir
-from lightning_llm.loggers import finish_loggers, log_config
-from lightning_llm.results import collect_metrics, export_model, mark_running, outcome_recorded, write_results
-from lightning_llm.utils.secrets import refuse_secret_overrides
-from lightning_llm.validation import resolve_ckpt_path, validate_train_config
+from lightning_llm.config import CONFIG_DIR
+from lightning_llm.config.secrets import refuse_secret_overrides
+from lightning_llm.config.validation import resolve_ckpt_path, validate_train_config
+from lightning_llm.runtime import builders
+from lightning_llm.runtime.cli import exit_on_user_error, print_config, run_or_exit
+from lightning_llm.runtime.hardware import follow_rank_zero_run_dir, share_run_dir
+from lightning_llm.runtime.results import (
+    collect_metrics,
+    export_model,
+    mark_running,
+    outcome_recorded,
+    write_results,
+)
+from lightning_llm.tracking.loggers import finish_loggers, log_config
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

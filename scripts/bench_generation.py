@@ -1,4 +1,4 @@
-"""Generation speed: our generate path (`lightning_llm.generate.generate_ids`) vs calling transformers'
+"""Generation speed: our generate path (`lightning_llm.modules.generation.generate_ids`) vs calling transformers'
 `model.generate` directly, and our path with the KV cache on vs off, side by side in one process.
 
     python scripts/bench_generation.py            # 4 layers x 256 wide, 512 context, 256 new tokens (~1-2 min, 2 cores)
@@ -26,7 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, GenerationConfig, GPT2Config  # noqa: E402
 
-from lightning_llm.generate import generate_ids  # noqa: E402
+from lightning_llm.modules.generation import generate_ids  # noqa: E402
 
 GOALS = {"ours_vs_hf": 0.95, "cache_on_vs_off": 3.0}
 

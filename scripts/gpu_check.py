@@ -28,10 +28,15 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from lightning_llm import builders
-from lightning_llm.cli import CONFIG_DIR
-from lightning_llm.hardware import check_hardware
-from lightning_llm.utils.flops import matmul_params, mfu, peak_flops, training_flops_per_token
+from lightning_llm.config import CONFIG_DIR
+from lightning_llm.runtime import builders
+from lightning_llm.runtime.hardware import check_hardware
+from lightning_llm.utils.flops import (
+    matmul_params,
+    mfu,
+    peak_flops,
+    training_flops_per_token,
+)
 
 GPT2_SMALL = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
               "max_position_embeddings": 1024}

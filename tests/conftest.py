@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from lightning_llm.cli import CONFIG_DIR
+from lightning_llm.config import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 # A tiny from-scratch model: real code paths, seconds per run.

@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForMaskedLM
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+)
 
-from lightning_llm.checkpoints import load_module
 from lightning_llm.data.tokenizers import train_tokenizer
+from lightning_llm.runtime.checkpoints import load_module
 from lightning_llm.train import train
 from tests.conftest import TINY_BERT
 

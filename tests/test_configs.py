@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_llm.cli import CONFIG_DIR
+from lightning_llm.config import CONFIG_DIR
 
 GROUP_FILES = sorted(p for p in Path(CONFIG_DIR).glob("*/*.yaml") if p.parent.name != "hydra")
 

@@ -10,10 +10,11 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config
 
 from lightning_llm.callbacks import GenerationSamples
-from lightning_llm.cli import run_or_exit
 from lightning_llm.data.sources import BUNDLED_DIR
 from lightning_llm.data.tokenizers import train_tokenizer
-from lightning_llm.generate import generate, generate_ids, generation_config, load_for_generation
+from lightning_llm.generate import generate, generation_config, load_for_generation
+from lightning_llm.modules.generation import generate_ids
+from lightning_llm.runtime.cli import run_or_exit
 
 PROMPTS = ["The clever crow", "It ate", "Then the old goat met a hungry owl, and the owl"]
 

@@ -13,13 +13,24 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
-from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+)
 
-from lightning_llm import hardware
-from lightning_llm.cli import CONFIG_DIR
+from lightning_llm.config import CONFIG_DIR
 from lightning_llm.errors import UserError
+from lightning_llm.runtime import hardware
 from lightning_llm.train import train
-from lightning_llm.utils.flops import matmul_params, mfu, peak_flops, training_flops_per_token
+from lightning_llm.utils.flops import (
+    matmul_params,
+    mfu,
+    peak_flops,
+    training_flops_per_token,
+)
 from tests.conftest import REPO, TINY_GPT
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -204,7 +215,7 @@ def test_gpu_check_logic_on_cpu(tmp_path: Path) -> None:
 @needs_cuda
 def test_gpu_run_uses_fast_paths(compose_cfg) -> None:
     """hardware=gpu: TF32 matmuls, fused AdamW, SDPA attention, pinned host memory, bf16 autocast."""
-    from lightning_llm import builders
+    from lightning_llm.runtime import builders
 
     cfg = compose_cfg(["experiment=gpt_demo", *TINY_GPT, "hardware=gpu", "trainer.max_steps=3", "logger=none",
                        "callbacks=none", "+trainer.limit_val_batches=0"])

@@ -14,8 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from transformers import AutoModelForMaskedLM
 
-from lightning_llm import builders
-from lightning_llm.cli import CONFIG_DIR
+from lightning_llm.config import CONFIG_DIR
+from lightning_llm.runtime import builders
 from lightning_llm.train import train
 from tests.conftest import TINY_BERT
 
@@ -85,7 +85,7 @@ def test_finetune_half_runs_from_the_export(mlm_run: dict, compose_cfg) -> None:
 
 
 def test_finetune_half_without_the_export_path_is_one_line(compose_cfg, capsys) -> None:
-    from lightning_llm.cli import run_or_exit
+    from lightning_llm.runtime.cli import run_or_exit
 
     with pytest.raises(SystemExit) as exit_info:
         run_or_exit(train, compose_cfg(["experiment=pretrain_then_finetune", *LIMITS]))

@@ -106,7 +106,7 @@ def bpe_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("bad", ["data.mlm_probability=0", "data.mlm_probability=1.5", "no_mask", "wwm_bpe"])
 def test_bad_masking_setup_is_one_line(compose_cfg, capsys, bpe_dirs, bad: str) -> None:
-    from lightning_llm.cli import run_or_exit
+    from lightning_llm.runtime.cli import run_or_exit
     from lightning_llm.train import train
 
     overrides = {"no_mask": [f"model.tokenizer_name_or_path={bpe_dirs['no_mask']}"],

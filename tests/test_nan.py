@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lightning_llm.callbacks import NanGuard, TrainingDivergedError
+from lightning_llm.callbacks import NanGuard
+from lightning_llm.errors import TrainingDivergedError
 from tests.conftest import TINY_BERT
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from lightning_llm.loggers import WANDB_ID_FILE
-from lightning_llm.results import PREEMPTED_EXIT_CODE
-from lightning_llm.validation import resolve_ckpt_path
+from lightning_llm.config.validation import resolve_ckpt_path
+from lightning_llm.runtime.results import PREEMPTED_EXIT_CODE
+from lightning_llm.tracking.loggers import WANDB_ID_FILE
 from tests.conftest import TINY_BERT, TINY_GPT
 
 # 6 batches per epoch, 2 epochs: the kill at step 3 is mid-epoch, and the restored run crosses an epoch boundary.

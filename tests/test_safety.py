@@ -12,13 +12,17 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from lightning_llm import train as train_entry
-from lightning_llm.cli import CONFIG_DIR
+from lightning_llm.config import CONFIG_DIR
+from lightning_llm.config.secrets import (
+    REDACTED,
+    check_config_secrets,
+    redact,
+    refuse_secret_overrides,
+)
+from lightning_llm.config.validation import validate_train_config
 from lightning_llm.errors import UserError
-from lightning_llm.results import mark_running, outcome_recorded
-from lightning_llm.utils.instantiate import check_targets
+from lightning_llm.runtime.results import mark_running, outcome_recorded
 from lightning_llm.utils.io import write_dir_atomic, write_json_atomic
-from lightning_llm.utils.secrets import REDACTED, check_config_secrets, redact, refuse_secret_overrides
-from lightning_llm.validation import validate_train_config
 from tests.conftest import TINY_BERT
 
 WANDB_KEY = "fake0wandb1key2value3for4the5leak6test7"

@@ -11,12 +11,20 @@ import optuna
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
-from hydra_plugins.lightning_llm_optuna.search_space import override_value, parse_search_space
+from hydra_plugins.lightning_llm_optuna.search_space import (
+    override_value,
+    parse_search_space,
+)
 from hydra_plugins.lightning_llm_optuna.sweeper import OptunaSweeper, resolve_direction
+from lightning_llm.errors import error_line
 from lightning_llm.report import write_report
-from lightning_llm.sweep import error_line, swept_overrides
+from lightning_llm.tracking.jobs import swept_overrides
 from tests.conftest import TINY_BERT
 
 # A few batches per job: the sweep machinery is under test, not the model.

@@ -10,9 +10,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import Logger
 
-from lightning_llm import builders
 from lightning_llm.callbacks import LogIntervalProgressBar, ThroughputCallback
 from lightning_llm.callbacks.throughput import count_tokens
+from lightning_llm.runtime import builders
 
 BATCH, SEQ, REAL = 4, 8, 5  # every row: 5 real tokens, 3 padding
 

@@ -12,8 +12,12 @@ from typing import Any
 
 from wandb.proto import wandb_internal_pb2
 
-from lightning_llm.loggers import WANDB_ID_FILE, finish_wandb, make_wandb_logger
-from lightning_llm.utils.secrets import REDACTED
+from lightning_llm.config.secrets import REDACTED
+from lightning_llm.tracking.loggers import (
+    WANDB_ID_FILE,
+    finish_wandb,
+    make_wandb_logger,
+)
 from tests.test_sweeps import TINY_JOB
 
 SECRET = "hf_test-secret-value-1234567890"
@@ -112,7 +116,7 @@ def test_unreachable_server_means_offline_at_once(tmp_path: Path, monkeypatch, c
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setattr("lightning_llm.loggers._server_unreachable", False)
+    monkeypatch.setattr("lightning_llm.tracking.loggers._server_unreachable", False)
     logger = make_wandb_logger(project="p", save_dir=str(tmp_path / "run"))
     assert "cannot be reached: logging offline" in capsys.readouterr().out
     try:

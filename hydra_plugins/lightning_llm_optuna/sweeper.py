@@ -23,7 +23,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.lightning_llm_optuna.search_space import override_value, parse_search_space
+from hydra_plugins.lightning_llm_optuna.search_space import (
+    override_value,
+    parse_search_space,
+)
 
 log = logging.getLogger(__name__)
 RESULTS_FILE = "optimization_results.yaml"

@@ -7,10 +7,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
-from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
+from pytorch_lightning.strategies import (
+    DDPStrategy,
+    DeepSpeedStrategy,
+    SingleDeviceStrategy,
+)
 from transformers import GenerationConfig
 
-from lightning_llm.generate import generate_ids
+from lightning_llm.modules.generation import generate_ids
 
 
 class GenerationSamples(pl.Callback):

@@ -8,11 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lightning_llm.errors import UserError
-
-
-class TrainingDivergedError(UserError):
-    """The training loss became NaN or infinite; the run stops and reports it instead of metrics."""
+from lightning_llm.errors import TrainingDivergedError
 
 
 class NanGuard(pl.Callback):

@@ -13,8 +13,8 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from lightning_llm.callbacks.nan_guard import TrainingDivergedError
-from lightning_llm.results import PREEMPTED_EXIT_CODE
+from lightning_llm.errors import TrainingDivergedError
+from lightning_llm.runtime.results import PREEMPTED_EXIT_CODE
 
 
 class PreemptionCheckpoint(pl.Callback):

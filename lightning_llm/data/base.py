@@ -104,7 +104,7 @@ class CachedTextDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Tokenize into the cache unless it is there; a file lock lets the first process (rank 0) go first."""
         if self.tokenizer is None:
-            raise UserError("the data module needs a tokenizer (build it through lightning_llm.builders)")
+            raise UserError("the data module needs a tokenizer (build it through lightning_llm.runtime.builders)")
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.cache_path) + ".lock"):
             if (self.cache_path / "dataset_dict.json").exists():

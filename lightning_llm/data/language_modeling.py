@@ -13,7 +13,11 @@ from datasets import DatasetDict
 from torch.utils.data import DataLoader
 
 from lightning_llm.data.base import CachedTextDataModule
-from lightning_llm.data.masking import MaskingCollator, check_mlm_probability, check_mlm_tokenizer
+from lightning_llm.data.masking import (
+    MaskingCollator,
+    check_mlm_probability,
+    check_mlm_tokenizer,
+)
 from lightning_llm.errors import UserError
 
 Objective = Literal["causal_lm", "masked_lm"]

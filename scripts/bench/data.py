@@ -10,7 +10,14 @@ import numpy as np
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from bench.harness import Alternation, Result, alternate_calls, median_ratio, parity_text, workdir
+from bench.harness import (
+    Alternation,
+    Result,
+    alternate_calls,
+    median_ratio,
+    parity_text,
+    workdir,
+)
 from bench.training import Sizes, plain_loop, same_order_sampler
 from lightning_llm.callbacks.throughput import count_tokens
 from lightning_llm.data import TextClassificationDataModule, TextCorpusDataModule

@@ -12,8 +12,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from lightning_llm import builders
-from lightning_llm.cli import CONFIG_DIR
+from lightning_llm.config import CONFIG_DIR
+from lightning_llm.runtime import builders
 
 
 def compose_config(overrides: list[str], run_dir: Path, cache_dir: Path) -> DictConfig:

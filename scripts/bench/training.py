@@ -12,7 +12,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, RandomSampler
-from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, get_scheduler
+from transformers import (
+    DataCollatorWithPadding,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    get_scheduler,
+)
 
 from bench.harness import Alternation, Result, parity_text, profile_summary, workdir
 from bench.parts import OurRun, build_our_run

@@ -21,11 +21,22 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning_fabric.connector import _PRECISION_INPUT  # private, but Lightning's own list of precision names
+from lightning_fabric.connector import (
+    _PRECISION_INPUT,  # private, but Lightning's own list of precision names
+)
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.plugins.environments import (LSFEnvironment, MPIEnvironment, SLURMEnvironment,
-                                                    TorchElasticEnvironment)
-from pytorch_lightning.strategies import DeepSpeedStrategy, FSDPStrategy, ParallelStrategy, StrategyRegistry
+from pytorch_lightning.plugins.environments import (
+    LSFEnvironment,
+    MPIEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
+from pytorch_lightning.strategies import (
+    DeepSpeedStrategy,
+    FSDPStrategy,
+    ParallelStrategy,
+    StrategyRegistry,
+)
 from torch import nn
 from torch.distributed.fsdp.wrap import CustomPolicy
 

@@ -9,11 +9,11 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 from transformers import AutoConfig
 
-from lightning_llm.builders import check_task_pair, target_class
+from lightning_llm.config.secrets import check_config_secrets
+from lightning_llm.config.targets import check_targets
 from lightning_llm.errors import UserError, first_line
-from lightning_llm.hardware import check_hardware
-from lightning_llm.utils.instantiate import check_targets
-from lightning_llm.utils.secrets import check_config_secrets
+from lightning_llm.runtime.builders import check_task_pair, target_class
+from lightning_llm.runtime.hardware import check_hardware
 
 
 def validate_train_config(cfg: DictConfig) -> None:

@@ -9,11 +9,15 @@ import pytorch_lightning as pl
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_llm.config.targets import (
+    check_targets,
+    instantiate_collection,
+    safe_instantiate,
+)
 from lightning_llm.data.tokenizers import load_tokenizer, train_tokenizer
 from lightning_llm.errors import UserError
-from lightning_llm.hardware import enable_gpu_fast_paths
-from lightning_llm.hardware import trainer_kwargs as trainer_hardware_kwargs
-from lightning_llm.utils.instantiate import check_targets, instantiate_collection, safe_instantiate
+from lightning_llm.runtime.hardware import enable_gpu_fast_paths
+from lightning_llm.runtime.hardware import trainer_kwargs as trainer_hardware_kwargs
 
 # Keys of `model` consumed here (tokenizer resolution) or filled in from the data, not passed through as-is.
 _DERIVED_MODEL_KEYS = ("vocab_size", "special_token_ids", "num_labels", "label_names")

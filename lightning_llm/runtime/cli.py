@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_llm import sweep
-from lightning_llm.errors import UserError
-from lightning_llm.utils.secrets import redact
+from lightning_llm.config.secrets import redact
+from lightning_llm.errors import UserError, user_error_in
+from lightning_llm.tracking import sweep
+from lightning_llm.tracking.jobs import in_multirun
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 T = TypeVar("T")
 
 
@@ -45,10 +45,10 @@ def run_or_exit(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     except Exception as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        if sweep.in_multirun():
+        if in_multirun():
             sweep.record_failed_job(cfg, err)
             return None
-        user_error = sweep.user_error_in(err)
+        user_error = user_error_in(err)
         if user_error is None:
             raise
         print(f"error: {user_error}", file=sys.stderr)

@@ -17,7 +17,8 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
-from lightning_llm.utils.secrets import redact
+from lightning_llm.config.secrets import redact
+from lightning_llm.tracking.jobs import job_identity
 
 WANDB_ID_FILE = "wandb_run_id.txt"
 _SYNC_HINT = "upload later with `wandb sync <run_dir>/wandb/offline-run-*`"
@@ -70,8 +71,6 @@ def make_wandb_logger(*, project: str, save_dir: str, offline: bool = False, gro
     """A `WandbLogger` for one job. In a sweep the group defaults to the multirun directory's name and the
     run name to the job's swept overrides. The run id is kept in <save_dir>/wandb_run_id.txt: a job resumed
     in the same directory continues the same W&B run."""
-    from lightning_llm.sweep import job_identity  # sweep imports this module
-
     global _server_unreachable
     sweep_group, run_name = job_identity()
     os.makedirs(save_dir, exist_ok=True)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from lightning_llm.errors import TrainingDivergedError
 from lightning_llm.utils.io import write_dir_atomic, write_json_atomic
 
 # What a process killed by SIGTERM reports (128 + 15): schedulers and restart policies see an interrupted job.
@@ -98,9 +99,6 @@ def outcome_recorded(cfg: DictConfig) -> Iterator[None]:
     training has started (`mark_running`) a run that stops says why: "preempted" (SIGTERM: exit with
     PREEMPTED_EXIT_CODE after saying how to resume), "diverged" (NaN loss), "interrupted" or "failed". Bad input
     found before training is one line on stderr (exit 2) and leaves no results.json."""
-    # Imported here: lightning_llm.callbacks imports the entry points, which import this module.
-    from lightning_llm.callbacks.nan_guard import TrainingDivergedError
-
     run_dir = Path(cfg.paths.output_dir)
     results_file = run_dir / "results.json"
     if rank_zero_only.rank == 0:

@@ -1,0 +1,1 @@
+"""Experiment tracking: loggers (W&B, CSV, TensorBoard) and what a sweep job knows about itself."""
