@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,6 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightning_llm.config import CONFIG_DIR
-from lightning_llm.config.secrets import refuse_secret_overrides
 from lightning_llm.errors import UserError
 from lightning_llm.runtime import builders
 from lightning_llm.runtime.checkpoints import (
@@ -19,7 +17,7 @@ from lightning_llm.runtime.checkpoints import (
     load_run_tokenizer,
     saved_run_config,
 )
-from lightning_llm.runtime.cli import exit_on_user_error, run_or_exit
+from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.hardware import check_hardware, trainer_kwargs
 from lightning_llm.runtime.results import collect_metrics
 from lightning_llm.utils.io import write_json_atomic
@@ -67,8 +65,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    exit_on_user_error(refuse_secret_overrides)(sys.argv[1:])
-    _main()
+    launch(_main, "eval")
 
 
 if __name__ == "__main__":

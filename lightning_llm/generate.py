@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,13 +27,12 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from lightning_llm.config import CONFIG_DIR
-from lightning_llm.config.secrets import refuse_secret_overrides
 from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.errors import UserError, require
 from lightning_llm.modules.generation import generate_ids
 from lightning_llm.runtime.builders import tokenizer_dir
 from lightning_llm.runtime.checkpoints import load_module, run_dir_of
-from lightning_llm.runtime.cli import exit_on_user_error, run_or_exit
+from lightning_llm.runtime.cli import launch, run_or_exit
 
 _CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -220,8 +218,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    exit_on_user_error(refuse_secret_overrides)(sys.argv[1:])
-    _main()
+    launch(_main, "generate")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +10,10 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.config import CONFIG_DIR
-from lightning_llm.config.secrets import refuse_secret_overrides
 from lightning_llm.config.validation import resolve_ckpt_path, validate_train_config
 from lightning_llm.runtime import builders
-from lightning_llm.runtime.cli import exit_on_user_error, print_config, run_or_exit
-from lightning_llm.runtime.hardware import follow_rank_zero_run_dir, share_run_dir
+from lightning_llm.runtime.cli import launch, print_config, run_or_exit
+from lightning_llm.runtime.hardware import share_run_dir
 from lightning_llm.runtime.results import (
     collect_metrics,
     export_model,
@@ -70,9 +68,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    exit_on_user_error(refuse_secret_overrides)(sys.argv[1:])
-    sys.argv[1:] = exit_on_user_error(follow_rank_zero_run_dir)(sys.argv[1:])
-    _main()
+    launch(_main, "train")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,11 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_llm.config.secrets import redact
+from lightning_llm.config.precheck import precheck
+from lightning_llm.config.secrets import redact, refuse_secret_overrides
 from lightning_llm.errors import UserError, user_error_in
+from lightning_llm.runtime.argv import route_output_dir
+from lightning_llm.runtime.hardware import follow_rank_zero_run_dir
 from lightning_llm.tracking import sweep
 from lightning_llm.tracking.jobs import in_multirun
 
@@ -53,6 +56,22 @@ def run_or_exit(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
             raise
         print(f"error: {user_error}", file=sys.stderr)
         sys.exit(2)
+
+
+def launch(hydra_main: Callable[[], Any], config_name: str) -> None:
+    """What every entry point does before Hydra starts: refuse credentials on the command line, keep torchrun
+    ranks in rank 0's run directory, route `paths.output_dir`, and check the composed config (one `error:` line,
+    exit 2, nothing written). Then Hydra runs `hydra_main` with the rewritten arguments."""
+    try:
+        argv = sys.argv[1:]
+        refuse_secret_overrides(argv)
+        argv = route_output_dir(follow_rank_zero_run_dir(argv))
+        precheck(argv, config_name)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv[1:] = argv
+    hydra_main()
 
 
 def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
