@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lightning_llm.config import CONFIG_DIR
+from lightning_llm.config import CONFIG_PATH
 from lightning_llm.errors import UserError
 from lightning_llm.runtime import builders
 from lightning_llm.runtime.checkpoints import (
@@ -18,7 +17,6 @@ from lightning_llm.runtime.checkpoints import (
     saved_run_config,
 )
 from lightning_llm.runtime.cli import launch, run_or_exit
-from lightning_llm.runtime.hardware import check_hardware, trainer_kwargs
 from lightning_llm.runtime.results import collect_metrics
 from lightning_llm.utils.io import write_json_atomic
 
@@ -38,28 +36,22 @@ def _data_config(cfg: DictConfig) -> DictConfig:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = load_module(cfg.ckpt_path)
     tokenizer = load_run_tokenizer(cfg.ckpt_path)
-    data_cfg = _data_config(cfg)
-    run_cfg = OmegaConf.create({"data": data_cfg, "model": {"_target_": f"{type(model).__module__}."
-                                                                       f"{type(model).__qualname__}"}})
-    builders.check_task_pair(run_cfg)
-    datamodule = builders.build_datamodule(run_cfg, tokenizer)
+    run_cfg = OmegaConf.create({"data": _data_config(cfg)})
+    datamodule = builders.build_datamodule(run_cfg, tokenizer, objective=model.task)
     datamodule.prepare_data()
     datamodule.setup("test")
-    num_labels = getattr(model.model.config, "num_labels", None)
-    if getattr(datamodule, "max_label", None) is not None and datamodule.max_label >= num_labels:
-        raise UserError(f"data.label_column: label {datamodule.max_label} is outside the model's {num_labels} labels")
-    check_hardware(cfg.hardware)
-    trainer = pl.Trainer(**trainer_kwargs(cfg.hardware), logger=False,
-                         default_root_dir=cfg.paths.output_dir, enable_checkpointing=False)
+    datamodule.require_splits("test")
+    type(model).reconcile(dict(model.hparams), datamodule.model_kwargs())  # the data fits the trained model
+    trainer = builders.build_trainer(cfg, loggers=[], callbacks=[])
     trainer.test(model, datamodule=datamodule)
     results = {"status": "completed", "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
-               "test": collect_metrics(trainer, "test/")}
+               "test": collect_metrics(trainer, "test/"), "run_dir": str(cfg.paths.output_dir)}
     write_json_atomic(Path(cfg.paths.output_dir) / "eval_results.json", results)
     print(f"test metrics of {cfg.ckpt_path}: {results['test']}")
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def _main(cfg: DictConfig) -> None:
     run_or_exit(evaluate, cfg)
 

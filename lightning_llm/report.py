@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from hydra_plugins.lightning_llm_optuna.sweeper import resolve_direction
 from lightning_llm.errors import UserError
 from lightning_llm.runtime.cli import exit_on_user_error
+from lightning_llm.runtime.extras import require_extra
 from lightning_llm.tracking.jobs import (
     SweepJob,
     sweep_jobs,
@@ -211,8 +212,7 @@ def write_report(*sweep_dirs: str | Path, metric: str | None = None, direction: 
                  top: int = 3, out: str | Path | None = None) -> Path:
     """Write the report of one sweep, or of several together (e.g. the invocations of one resumed Optuna
     study), and return the markdown file's path."""
-    import matplotlib
-
+    matplotlib = require_extra("matplotlib", "report", "llm-report")  # plots
     matplotlib.use("Agg")  # files only, no display needed
     dirs = [Path(d) for d in sweep_dirs]
     for sweep_dir in dirs:

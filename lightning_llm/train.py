@@ -9,7 +9,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_llm.config import CONFIG_DIR
+from lightning_llm.config import CONFIG_PATH
 from lightning_llm.config.validation import resolve_ckpt_path, validate_train_config
 from lightning_llm.runtime import builders
 from lightning_llm.runtime.cli import launch, print_config, run_or_exit
@@ -61,7 +61,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     results = run_or_exit(train, cfg)
     return results["optimized_metric"]["value"] if results else None

@@ -41,7 +41,7 @@ def files(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.parametrize("overrides, message", [
     (lambda f: [f"data.train_file={f['train']}", "data.text_column=body"], "data.text_column='body'"),
     (lambda f: [f"data.train_file={f['train']}", "data.label_column=y"], "data.label_column='y'"),
-    (lambda f: [f"data.train_file={f['int_train']}", "model.num_labels=3"], "outside model.num_labels=3"),
+    (lambda f: [f"data.train_file={f['int_train']}", "model.num_labels=3", "test=false"], "outside model.num_labels=3"),
     (lambda f: [f"data.train_file={f['train']}", f"data.test_file={f['empty']}"], "the test split is empty"),
     (lambda f: ["model.pretrained_model_name_or_path=./no/such/model"], "directory not found: ./no/such/model"),
     (lambda f: ["model=gpt"], "cannot train on data"),

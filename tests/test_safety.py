@@ -4,6 +4,7 @@ no credential in any file a run writes, and outputs that are complete or absent 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from lightning_llm.config.secrets import (
     redact,
     refuse_secret_overrides,
 )
+from lightning_llm.config.targets import allowed_targets, check_targets
 from lightning_llm.config.validation import validate_train_config
 from lightning_llm.errors import UserError
 from lightning_llm.runtime.results import mark_running, outcome_recorded
@@ -40,9 +42,70 @@ def test_target_outside_the_allow_list_is_refused_before_anything_runs(run_cli, 
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: callbacks.evil._target_='os.system' is not allowed: only targets under lightning_llm, torch, "
-        "transformers, pytorch_lightning, torchmetrics can be instantiated")
+        "transformers, pytorch_lightning, torchmetrics can be instantiated "
+        "(allow your own package with allow_targets=[mypkg])")
     assert not marker.exists()
     assert not {"results.json", "checkpoints", "tokenizer", "config_tree.log"} & {p.name for p in run_dir.iterdir()}
+
+
+USER_CALLBACK = """
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class Hello(pl.Callback):
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        Path(self.marker).write_text("hello")
+"""
+
+
+def test_users_own_callback_runs_only_when_its_package_is_allowed(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "mycb.py").write_text(USER_CALLBACK)
+    marker = tmp_path / "hello.txt"
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    mine = ["+callbacks.mine._target_=mycb.Hello", f"+callbacks.mine.marker={marker}"]
+    refused = run_cli("lightning_llm.train", *TINY_BERT, "debug=fdr", *mine, f"hydra.run.dir={tmp_path / 'no'}",
+                      env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: callbacks.mine._target_='mycb.Hello' is not allowed: only targets under lightning_llm, torch, "
+        "transformers, pytorch_lightning, torchmetrics can be instantiated "
+        "(allow your own package with allow_targets=[mypkg])"]
+    assert not marker.exists()
+    allowed = run_cli("lightning_llm.train", *TINY_BERT, "debug=fdr", "allow_targets=[mycb]", *mine,
+                      f"hydra.run.dir={tmp_path / 'yes'}", env=env)
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert marker.read_text() == "hello"
+
+
+def test_allowed_packages_extend_the_allow_list_but_not_past_the_deny_list() -> None:
+    def node(target: str) -> object:
+        return OmegaConf.create({"callbacks": {"mine": {"_target_": target}}})
+
+    check_targets(node("mypkg.sub.Hello"), allowed=("mypkg",))
+    check_targets(node("torch.nn.Identity"), allowed=("mypkg",))
+    for target, allowed in [("mypkgx.Hello", ("mypkg",)), ("mypkg._private.Hello", ("mypkg",)),
+                            ("torch.hub.load", ("torch.hub",)), ("mypkg.Hello", ())]:
+        with pytest.raises(UserError, match=r"^callbacks\.mine\._target_=.* is not allowed"):
+            check_targets(node(target), allowed=allowed)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, ()), ([], ()), (["mypkg", "a.b_c"], ("mypkg", "a.b_c")),
+                                                 ("mypkg", ("mypkg",)), (["mypkg."], ("mypkg",))])
+def test_allowed_targets_reads_module_names(value: object, expected: tuple[str, ...]) -> None:
+    assert allowed_targets(OmegaConf.create({"allow_targets": value})) == expected
+    assert allowed_targets(OmegaConf.create({})) == ()
+
+
+@pytest.mark.parametrize("value", [["my-pkg"], [1], [""], ["a..b"], {"a": 1}])
+def test_allowed_targets_refuses_what_is_not_a_module_name(value: object) -> None:
+    with pytest.raises(UserError, match=r"^allow_targets\b") as err:
+        allowed_targets(OmegaConf.create({"allow_targets": value}))
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("target", ["builtins.eval", "subprocess.Popen", "torch.hub.load", "torch.load",

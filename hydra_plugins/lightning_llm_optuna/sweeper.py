@@ -27,6 +27,7 @@ from hydra_plugins.lightning_llm_optuna.search_space import (
     override_value,
     parse_search_space,
 )
+from lightning_llm.compat import failed_job_error
 
 log = logging.getLogger(__name__)
 RESULTS_FILE = "optimization_results.yaml"
@@ -66,7 +67,8 @@ def resolve_direction(direction: str, metric: str | None) -> str:
 def job_value(ret: JobReturn) -> tuple[float | None, str | None]:
     """(objective, None) for a usable result, else (None, why the trial failed)."""
     if ret.status == JobStatus.FAILED:
-        return None, f"{type(ret._return_value).__name__}: {ret._return_value}"
+        error = failed_job_error(ret)
+        return None, f"{type(error).__name__}: {error}"
     value = ret.return_value
     try:
         value = float(value)

@@ -9,6 +9,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from lightning_llm import compat
+
 
 def capture_rng_states() -> dict[str, Any]:
     """torch (CPU and, once initialized, CUDA), numpy and `random` states as tensors and plain Python values,
@@ -63,11 +65,7 @@ class ExactResume(pl.Callback):
         self._rng_to_restore = state_dict.get("per_rank")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        fit_loop = trainer.fit_loop
-        if fit_loop.restarting and getattr(fit_loop, "_combined_loader_states_to_load", None) \
-                and fit_loop._data_fetcher is not None:
-            fit_loop._load_combined_loader_states()
-            iter(fit_loop._data_fetcher)
+        compat.restore_pending_loader_state(trainer)
         if self._rng_to_restore:
             rank = trainer.global_rank
             # Resumed on another number of ranks: rank 0's streams for the extra ones (no longer exact anyway).

@@ -9,6 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from lightning_llm import compat
 from lightning_llm.utils.flops import matmul_params, mfu, peak_flops
 
 
@@ -124,7 +125,7 @@ class ThroughputCallback(pl.Callback):
         and into `callback_metrics` for the progress bar and sweeps. Not `self.log`: it turns each number into a
         device tensor and costs ~1 ms of Python per key in Lightning's result collection."""
         if trainer.is_global_zero:
-            step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            step = compat.batches_that_stepped(trainer)
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})

@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 from transformers import AutoConfig
 
+from lightning_llm.config.schema import Range, check_node, describe
 from lightning_llm.config.secrets import check_config_secrets
-from lightning_llm.config.targets import check_targets
+from lightning_llm.config.targets import allowed_targets, check_targets
 from lightning_llm.errors import UserError, first_line
 from lightning_llm.runtime.builders import check_task_pair, target_class
 from lightning_llm.runtime.hardware import check_hardware
 
+# Loop settings whose Lightning type hints allow nonsense (`max_epochs=-2` means nothing).
+TRAINER_RANGES = {"max_epochs": Range(-1), "max_steps": Range(-1), "min_epochs": Range(0), "min_steps": Range(0),
+                  "accumulate_grad_batches": Range(1), "gradient_clip_val": Range(0), "log_every_n_steps": Range(1),
+                  "check_val_every_n_epoch": Range(1), "num_sanity_val_steps": Range(-1),
+                  "val_check_interval": Range(0, low_open=True)}
+_ROOT_TYPES = {"seed": int, "train": bool, "test": bool, "export": bool}
+
 
 def validate_train_config(cfg: DictConfig) -> None:
-    check_targets(cfg)  # every `_target_` anywhere in the config, before anything is imported or built
+    # every `_target_` anywhere in the config, before anything is imported or built
+    check_targets(cfg, allowed=allowed_targets(cfg))
     check_config_secrets(cfg)
     for group in ("model", "data"):
         if not cfg.get(group):
             raise UserError(f"{group} is not set: choose one with {group}=<option>")
+    check_settings(cfg)
     check_task_pair(cfg)
     check_block_size(cfg)
     check_hardware(cfg.hardware)
@@ -30,6 +43,42 @@ def validate_train_config(cfg: DictConfig) -> None:
     resume_from = cfg.ckpt_path if cfg.get("ckpt_path") != "last" else last_checkpoint(cfg.paths.output_dir)
     if resume_from:
         check_resume_checkpoint(cfg, resume_from)
+
+
+def _resolved(node: DictConfig) -> dict[str, Any]:
+    """A node as plain values; a value that cannot be resolved yet (e.g. `${hydra:...}` before Hydra runs the job)
+    is left out here and checked when the job runs."""
+    values = {}
+    for key in node:
+        try:
+            value = node[key]
+            values[str(key)] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        except (InterpolationResolutionError, ValueError):
+            continue
+    return values
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Every setting of `model`, `data` and `trainer` against its constructor's signature (unknown key with a
+    suggestion, type, range) and the root switches' types: one line naming the key."""
+    for group in ("model", "data"):
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and "_target_" in node:
+            cls = target_class(node, group, allowed=allowed_targets(cfg))
+            exclude = getattr(cls, "derived_kwargs", frozenset()) | getattr(cls, "data_kwargs", frozenset())
+            check_node(_resolved(node), group, cls, exclude)
+    trainer = cfg.get("trainer")
+    if isinstance(trainer, DictConfig):
+        values = _resolved(trainer)
+        check_node(values, "trainer", pl.Trainer)
+        for key, bounds in TRAINER_RANGES.items():
+            reason = bounds.violation(values.get(key))
+            if reason:
+                raise UserError(f"trainer.{key}={values[key]!r} is out of range: {reason}")
+    for key, kind in _ROOT_TYPES.items():
+        value = cfg.get(key)
+        if value is not None and not (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
+            raise UserError(f"{key}={value!r}: must be {describe(kind)}")
 
 
 def model_context_length(model_cfg: DictConfig) -> int | None:
@@ -78,7 +127,7 @@ def check_resume_checkpoint(cfg: DictConfig, path: str | Path) -> None:
         raise UserError(f"ckpt_path: {path} is not a Lightning training checkpoint (no state_dict/loops)")
     saved = checkpoint.get("lightning_llm_module")
     if isinstance(saved, str) and saved.startswith("lightning_llm.") and \
-            get_class(saved) is not target_class(cfg.model, "model"):
+            get_class(saved) is not target_class(cfg.model, "model", allowed_targets(cfg)):
         raise UserError(f"ckpt_path: {path} holds a {saved.rsplit('.', 1)[-1]}, but model._target_ is "
                         f"{cfg.model._target_}: pick the model= option the checkpoint was trained with")
 

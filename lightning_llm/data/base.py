@@ -6,7 +6,7 @@ import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -15,6 +15,7 @@ from filelock import FileLock
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from lightning_llm.config.schema import NonNegative, OpenUnitFraction, Positive
 from lightning_llm.data.samplers import ResumableRandomSampler
 from lightning_llm.data.sources import load_raw, source_fingerprint, stable_hash
 from lightning_llm.errors import UserError
@@ -34,28 +35,42 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
                         getattr(tokenizer, "padding_side", None)])
 
 
-class CachedTextDataModule(pl.LightningDataModule):
-    """Loads raw splits, tokenizes them once into a keyed on-disk cache, and serves data loaders.
+# Bumped when what `_process` writes changes, so older cache entries are not read.
+_CACHE_FORMAT = 2
 
-    Subclasses define `_bundled`, `_processing_params()` (what changes the tokenized result),
-    `_process(raw) -> (DatasetDict, meta)` (tokenize, pack, check columns; `meta` is JSON kept beside the cache),
-    `_after_load(datasets, meta)` and `collate_fn`.
+
+class CachedTextDataModule(pl.LightningDataModule):
+    """The data half of the task contract: loads raw splits, tokenizes them once into a keyed on-disk cache, and
+    serves data loaders.
+
+    A task's data module declares `objectives` (the module `task`s it can feed; the builders pass the model's as
+    `objective`) and, once set up, says what it gives the model through `model_kwargs()` (label names and counts,
+    baseline statistics: names of the module's constructor arguments listed in its `data_kwargs`). It defines
+    `_bundled` (demo files used when no source is given), `training_texts()` (for training a tokenizer),
+    `_processing_params()` (what changes the tokenized result), `_process(raw) -> (DatasetDict, meta)` (tokenize,
+    check columns; `meta` is JSON kept beside the cache), `_after_load(datasets, meta)` and `collate_fn`.
     """
 
-    _bundled: dict[str, str] = {}
+    objectives: ClassVar[frozenset[str]]
+    # Filled by the builders, never configured.
+    derived_kwargs: ClassVar[frozenset[str]] = frozenset({"tokenizer", "objective"})
+    _bundled: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, *, tokenizer: Any = None, dataset_name: str | None = None, dataset_config: str | None = None,
-                 train_file: str | None = None, validation_file: str | None = None, test_file: str | None = None,
-                 train_split: str = "train", validation_split: str | None = "validation",
-                 test_split: str | None = "test", val_fraction: float = 0.1, batch_size: int = 32,
-                 eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool | None = None,
-                 preprocessing_num_workers: int | None = None, cache_dir: str = ".cache/lightning_llm",
-                 seed: int = 42) -> None:
+    def __init__(self, *, tokenizer: Any = None, objective: str | None = None, dataset_name: str | None = None,
+                 dataset_config: str | None = None, train_file: str | None = None,
+                 validation_file: str | None = None, test_file: str | None = None, train_split: str = "train",
+                 validation_split: str | None = "validation", test_split: str | None = "test",
+                 val_fraction: OpenUnitFraction = 0.1, batch_size: Positive[int] = 32,
+                 eval_batch_size: Positive[int] | None = None, num_workers: NonNegative[int] = 0,
+                 pin_memory: bool | None = None, preprocessing_num_workers: Positive[int] | None = None,
+                 cache_dir: str = ".cache/lightning_llm", seed: int = 42) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise UserError(f"data.batch_size must be >= 1, got {batch_size}")
-        if not 0 < val_fraction < 1:
-            raise UserError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        if objective is None and len(self.objectives) == 1:
+            objective = next(iter(self.objectives))
+        if objective not in self.objectives:
+            raise UserError(f"data: {type(self).__name__} serves {'/'.join(sorted(self.objectives))}, not "
+                            f"{objective!r}: pick matching model= and data= options")
+        self.objective = objective
         self.tokenizer = tokenizer
         self.dataset_name, self.dataset_config = dataset_name, dataset_config
         self.files = {"train": train_file, "validation": validation_file, "test": test_file}
@@ -81,6 +96,16 @@ class CachedTextDataModule(pl.LightningDataModule):
         """Raw training text, for training a tokenizer when the model has none."""
         raise NotImplementedError
 
+    def model_kwargs(self) -> dict[str, Any]:
+        """What the data determines about the model (after `setup`): constructor arguments of the task module,
+        e.g. `num_labels` and `label_names`, or a baseline the module reports its metric against."""
+        return {}
+
+    def require_splits(self, *names: str) -> None:
+        """Fail now, naming the setting, if a split the run will need is missing (after `setup`)."""
+        for name in names:
+            self._split(name)
+
     # ----------------------------------------------------------------- tokenize once
     def _processing_params(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -91,7 +116,7 @@ class CachedTextDataModule(pl.LightningDataModule):
     def cache_key(self) -> str:
         source = source_fingerprint(dataset_name=self.dataset_name, dataset_config=self.dataset_config,
                                     files=self.files, split_names=self.split_names, bundled=self._bundled)
-        return stable_hash({"cls": type(self).__name__, "source": source, "val_fraction": self.val_fraction,
+        return stable_hash({"cls": type(self).__name__, "format": _CACHE_FORMAT, "source": source, "val_fraction": self.val_fraction,
                             "seed": self.seed, "tokenizer": tokenizer_fingerprint(self.tokenizer),
                             "params": self._processing_params()})
 
@@ -132,7 +157,8 @@ class CachedTextDataModule(pl.LightningDataModule):
     def _split(self, name: str) -> Dataset:
         assert self.datasets is not None, "call setup() first"
         if name not in self.datasets:
-            raise UserError(f"data: no {name} split (give data.{name}_file or a hub split)")
+            hint = ", or test=false to skip testing" if name == "test" else ""
+            raise UserError(f"data: no {name} split (give data.{name}_file or a hub split{hint})")
         return self.datasets[name]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

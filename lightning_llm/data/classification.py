@@ -7,6 +7,7 @@ from typing import Any
 
 from datasets import ClassLabel, DatasetDict
 
+from lightning_llm.config.schema import Positive
 from lightning_llm.data.base import CachedTextDataModule
 from lightning_llm.data.padding import PaddingCollator
 from lightning_llm.data.sources import require_nonempty
@@ -20,18 +21,22 @@ class TextClassificationDataModule(CachedTextDataModule):
     training split; they end up in the exported model's `id2label`/`label2id`.
     """
 
-    task = "classification"
+    objectives = frozenset({"classification"})
     _bundled = {"train": "reviews_train.csv", "validation": "reviews_validation.csv", "test": "reviews_test.csv"}
 
     def __init__(self, *, text_column: str = "text", text_pair_column: str | None = None,
-                 label_column: str = "label", label_names: list[str] | None = None, max_length: int = 128,
-                 pad_to_multiple_of: int | None = 8, **kwargs: Any) -> None:
+                 label_column: str = "label", label_names: list[str] | None = None, max_length: Positive[int] = 128,
+                 pad_to_multiple_of: Positive[int] | None = 8, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.text_column, self.text_pair_column, self.label_column = text_column, text_pair_column, label_column
         self.label_names = list(label_names) if label_names else None
         self.max_length, self.pad_to_multiple_of = max_length, pad_to_multiple_of
         self.num_labels: int | None = None
         self.collate_fn = None  # set once a tokenizer is known (see setup)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The label count the data needs (distinct names, else the largest integer label + 1) and the names."""
+        return {"num_labels": self.num_labels, "label_names": self.label_names}
 
     def _processing_params(self) -> dict[str, Any]:
         return {"text": self.text_column, "pair": self.text_pair_column, "label": self.label_column,

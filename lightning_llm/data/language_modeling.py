@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator
 from itertools import chain
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -12,6 +13,7 @@ import torch
 from datasets import DatasetDict
 from torch.utils.data import DataLoader
 
+from lightning_llm.config.schema import OpenUnitFraction, Positive, Range
 from lightning_llm.data.base import CachedTextDataModule
 from lightning_llm.data.masking import (
     MaskingCollator,
@@ -20,7 +22,36 @@ from lightning_llm.data.masking import (
 )
 from lightning_llm.errors import UserError
 
-Objective = Literal["causal_lm", "masked_lm"]
+# The unigram baseline reads at most this many training tokens: enough for stable frequencies, bounded on huge corpora.
+_UNIGRAM_MAX_TRAIN_TOKENS = 50_000_000
+
+
+def unigram_perplexity(train_rows: Iterable[Any], eval_rows: Iterable[Any], vocab_size: int,
+                       max_train_tokens: int = _UNIGRAM_MAX_TRAIN_TOKENS) -> float:
+    """Perplexity of an add-one smoothed unigram model (training-token frequencies) on `eval_rows`.
+
+    Counts the same targets as `NextTokenMetrics` (every token of a row but the first), so the two are comparable.
+    """
+    counts, seen = np.zeros(vocab_size, dtype=np.int64), 0
+    for row in train_rows:
+        ids = np.asarray(row, dtype=np.int64)
+        counts += np.bincount(ids, minlength=vocab_size)[:vocab_size]
+        seen += ids.size
+        if seen >= max_train_tokens:
+            break
+    log_probs = np.log(counts + 1.0) - math.log(counts.sum() + vocab_size)
+    nll, n = 0.0, 0
+    for row in eval_rows:
+        targets = np.asarray(row, dtype=np.int64)[1:]
+        nll -= float(log_probs[targets].sum())
+        n += targets.size
+    return math.exp(nll / n) if n else float("nan")
+
+
+def _rows(dataset: Any) -> Iterable[Any]:
+    """`input_ids` rows of a `datasets.Dataset`, read in numpy batches (fast for packed blocks)."""
+    for batch in dataset.select_columns(["input_ids"]).with_format("numpy").iter(batch_size=1024):
+        yield from batch["input_ids"]
 
 
 class CausalLMCollator:
@@ -62,24 +93,27 @@ class TextCorpusDataModule(CachedTextDataModule):
     guess that masked-LM accuracy is compared with.
     """
 
-    tasks = {"causal_lm", "masked_lm"}
+    objectives = frozenset({"causal_lm", "masked_lm"})
     _bundled = {"train": "corpus_train.txt", "validation": "corpus_validation.txt", "test": "corpus_test.txt"}
 
-    def __init__(self, *, objective: Objective = "causal_lm", text_column: str = "text", block_size: int = 128,
-                 line_by_line: bool = False, mlm_probability: float = 0.15, whole_word_mask: bool = False,
-                 pad_to_multiple_of: int | None = 8, **kwargs: Any) -> None:
+    def __init__(self, *, text_column: str = "text", block_size: Annotated[int, Range(2)] = 128,
+                 line_by_line: bool = False, mlm_probability: OpenUnitFraction = 0.15, whole_word_mask: bool = False,
+                 pad_to_multiple_of: Positive[int] | None = 8, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if objective not in self.tasks:
-            raise UserError(f"data.objective must be one of {sorted(self.tasks)}, got {objective!r}")
-        if block_size < 2:
-            raise UserError(f"data.block_size must be >= 2, got {block_size}")
-        if objective == "masked_lm":
+        if self.objective == "masked_lm":
             check_mlm_probability(mlm_probability)
-        self.objective, self.text_column, self.block_size = objective, text_column, block_size
+        self.text_column, self.block_size = text_column, block_size
         self.line_by_line, self.mlm_probability, self.whole_word_mask = line_by_line, mlm_probability, whole_word_mask
         self.pad_to_multiple_of = pad_to_multiple_of
         self.collate_fn = self.eval_collate_fn = None  # built in setup, once the tokenizer is known
         self.majority_token_id: int | None = None
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The baseline the model's metric is reported against: the unigram perplexity of the validation split
+        (causal LM) or the most frequent training token (masked LM)."""
+        if self.objective == "causal_lm":
+            return {"baseline_ppl": self.unigram_ppl}
+        return {"majority_token_id": self.majority_token_id}
 
     def _processing_params(self) -> dict[str, Any]:
         return {"objective": self.objective, "text": self.text_column, "block_size": self.block_size,
@@ -136,6 +170,9 @@ class TextCorpusDataModule(CachedTextDataModule):
                                for s, d in processed.items()}}
         if self.objective == "masked_lm" and "train" in processed:
             meta["majority_token_id"] = self._majority_token_id(processed["train"])
+        if self.objective == "causal_lm" and "train" in processed and "validation" in processed:
+            meta["unigram_ppl"] = unigram_perplexity(_rows(processed["train"]), _rows(processed["validation"]),
+                                                     len(tok))
         return processed, meta
 
     def _majority_token_id(self, train: Any, max_tokens: int = 10_000_000) -> int:
@@ -153,6 +190,7 @@ class TextCorpusDataModule(CachedTextDataModule):
     def _after_load(self, datasets: DatasetDict, meta: dict[str, Any]) -> None:
         self.num_tokens = meta["num_tokens"]
         self.majority_token_id = meta.get("majority_token_id")
+        self.unigram_ppl = meta.get("unigram_ppl")
         if self.objective == "causal_lm":
             self.collate_fn = self.eval_collate_fn = CausalLMCollator(self.tokenizer.pad_token_id,
                                                                       self.pad_to_multiple_of)

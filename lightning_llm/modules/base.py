@@ -1,37 +1,62 @@
-"""The shared LightningModule: builds the HF model, AdamW with decay groups, warmup schedule, export."""
+"""The module half of the task contract: what every task shares (HF model, AdamW + warmup schedule, training
+step, per-stage metrics, best-so-far tracking, export) and the few things each task declares."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
+from torchmetrics import Metric
 from transformers import get_scheduler
 
+from lightning_llm import compat
+from lightning_llm.config.schema import NonNegative, Positive, Probability, UnitFraction
 from lightning_llm.modules.hf_models import build_config, build_model
 
 # Generic size-field names mapped to what an architecture calls them (HF's attribute_map covers the rest).
 _SIZE_ALIASES = {"gpt2": {"intermediate_size": "n_inner"}}
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight",
              "norm.weight")
+_BEST_KEY = "lightning_llm_best"  # checkpoint entry: best-so-far values, so a resumed run keeps them
 
 
 class HFTaskModule(pl.LightningModule):
-    """Wraps one `transformers` Auto* model. Hyper-parameters are primitives only, so checkpoints load with
-    `weights_only=True`; the model's config is saved in them, so restoring never needs the hub."""
+    """Wraps one `transformers` Auto* model for one task.
+
+    A task module declares (class attributes): `task` (the objective a data module must serve), `auto_class`,
+    `tokenizer_kind` (what to train for a from-scratch model without a tokenizer), `monitor` and
+    `optimized_metric` (name, "min"|"max": what checkpoints/early stopping watch and what sweeps optimize, unless
+    the config says otherwise), `best_metric` (a validation metric whose best-so-far value is logged as
+    `<name>_best`), and `data_kwargs` (constructor arguments only a data module provides, see
+    `CachedTextDataModule.model_kwargs`). It implements `make_metrics` and `update_metrics`, and `compute_metrics`
+    when a metric's `compute()` is not already the dict of values to log.
+
+    Hyper-parameters are primitives only, so checkpoints load with `weights_only=True`; the model's config is saved
+    in them, so restoring never needs the hub.
+    """
 
     auto_class: ClassVar[Any]
     task: ClassVar[str]
-    tokenizer_kind: ClassVar[str]  # what to train when a from-scratch model has no tokenizer
+    tokenizer_kind: ClassVar[str]
+    monitor: ClassVar[tuple[str, str]] = ("val/loss", "min")
+    optimized_metric: ClassVar[tuple[str, str]] = ("val/loss", "min")
+    best_metric: ClassVar[tuple[str, str] | None] = None
+    # Filled by the builders from the tokenizer (all tasks) or by the data module (per task): never configured.
+    derived_kwargs: ClassVar[frozenset[str]] = frozenset({"vocab_size", "special_token_ids", "hf_config"})
+    data_kwargs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, *, pretrained_model_name_or_path: str | None = None, tokenizer_name_or_path: str | None = None,
-                 tokenizer_vocab_size: int = 8000, model_type: str = "bert", hidden_size: int | None = None,
-                 num_hidden_layers: int | None = None, num_attention_heads: int | None = None,
-                 intermediate_size: int | None = None, max_position_embeddings: int | None = None,
-                 config_overrides: dict[str, Any] | None = None, dropout: float | None = None,
-                 learning_rate: float = 5e-5, weight_decay: float = 0.01, warmup_ratio: float = 0.06,
-                 adam_epsilon: float = 1e-8, adam_betas: tuple[float, float] | list[float] = (0.9, 0.999),
+                 tokenizer_vocab_size: Positive[int] = 8000, model_type: str = "bert",
+                 hidden_size: Positive[int] | None = None, num_hidden_layers: Positive[int] | None = None,
+                 num_attention_heads: Positive[int] | None = None, intermediate_size: Positive[int] | None = None,
+                 max_position_embeddings: Positive[int] | None = None, config_overrides: dict[str, Any] | None = None,
+                 dropout: Probability | None = None, learning_rate: Positive[float] = 5e-5,
+                 weight_decay: NonNegative[float] = 0.01, warmup_ratio: UnitFraction = 0.06,
+                 adam_epsilon: Positive[float] = 1e-8, adam_betas: Sequence[float] = (0.9, 0.999),
                  lr_scheduler: str = "linear", gradient_checkpointing: bool = False, compile: bool = False,
                  attn_implementation: str | None = "sdpa", trust_remote_code: bool = False,
                  vocab_size: int | None = None, special_token_ids: dict[str, int] | None = None,
@@ -59,11 +84,42 @@ class HFTaskModule(pl.LightningModule):
         self.model.train()
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        self.stage_metrics = nn.ModuleDict({"val": self.make_metrics(), "test": self.make_metrics()})
+        self.best: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- what a task declares or implements
+    @classmethod
+    def reconcile(cls, configured: Mapping[str, Any], from_data: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor arguments from the config and the data's `model_kwargs()`: the data fills what the config
+        leaves null. Tasks override it to check that the two agree (e.g. label count); `llm-eval` calls it with
+        a checkpoint's hyper-parameters to check that new data fits a trained model."""
+        kwargs = dict(configured)
+        for key, value in from_data.items():
+            if kwargs.get(key) is None:
+                kwargs[key] = value
+        return kwargs
 
     def task_config(self) -> dict[str, Any]:
-        """Task-specific config fields (e.g. num_labels); overridden by subclasses."""
+        """Task-specific HF config fields (e.g. num_labels)."""
         return {}
 
+    def make_metrics(self) -> nn.Module:
+        """A fresh set of metric objects for one evaluation stage (torchmetrics: synced across DDP ranks)."""
+        raise NotImplementedError
+
+    def update_metrics(self, metrics: nn.Module, batch: dict[str, torch.Tensor]) -> None:
+        """Run the model on an evaluation batch and update `metrics` (those of the current stage)."""
+        raise NotImplementedError
+
+    def compute_metrics(self, metrics: nn.Module) -> dict[str, Any]:
+        """Metric name (without the stage prefix) -> value, over the whole stage."""
+        return dict(metrics.compute())
+
+    def fit_summary(self, metrics: Mapping[str, Any]) -> str | None:
+        """One line printed when fitting ends (e.g. the metric against its baseline); None prints nothing."""
+        return None
+
+    # ----------------------------------------------------------------- shared steps
     def configure_model(self) -> None:
         if self.hparams.compile and not getattr(self, "_compiled", False):
             self.model.compile()  # in place: parameter names (and so checkpoints) stay the same
@@ -72,15 +128,53 @@ class HFTaskModule(pl.LightningModule):
     def forward(self, **batch: torch.Tensor) -> Any:
         return self.model(**batch)
 
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.model(**batch).loss  # HF computes the task loss from `labels` (shifted for causal LMs)
+        self.log_train_loss(loss)
+        return loss
+
     def log_train_loss(self, loss: torch.Tensor) -> None:
         """`train/loss` on the steps whose metrics Lightning writes to the loggers (every
         `trainer.log_every_n_steps`) only: values logged in between are never written, and each `self.log` call
         costs ~1 ms of Python in Lightning (it copies the metric's metadata per call; B1 profile). Not `prog_bar`:
         the bar would read the tensor back, a CUDA sync, every step (see `LogIntervalProgressBar`)."""
-        trainer = self.trainer
-        if getattr(trainer._logger_connector, "should_update_logs", True) or trainer.fast_dev_run:
+        if compat.logs_this_step(self.trainer) or self.trainer.fast_dev_run:
             self.log("train/loss", loss, on_step=True, on_epoch=False)
 
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.update_metrics(self.stage_metrics["val"], batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.update_metrics(self.stage_metrics["test"], batch)
+
+    def _log_stage(self, stage: str) -> dict[str, Any]:
+        metrics = self.stage_metrics[stage]
+        values = {f"{stage}/{name}": value for name, value in self.compute_metrics(metrics).items()}
+        for metric in metrics.modules():
+            if isinstance(metric, Metric):
+                metric.reset()
+        self.log_dict(values, prog_bar=stage == "val")
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_stage("val")
+        if self.best_metric is None or self.trainer.sanity_checking:
+            return
+        name, mode = self.best_metric
+        value, best = float(values[name]), self.best.get(name)
+        if best is None or (value > best if mode == "max" else value < best):
+            self.best[name] = best = value
+        self.log(f"{name}_best", best)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_stage("test")
+
+    def on_fit_end(self) -> None:
+        line = self.fit_summary(self.trainer.callback_metrics)
+        if line and self.trainer.is_global_zero:
+            print(line)
+
+    # ----------------------------------------------------------------- optimizer and schedule
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         decay, no_decay = [], []
@@ -100,9 +194,14 @@ class HFTaskModule(pl.LightningModule):
                                   num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    # ----------------------------------------------------------------- checkpoints and export
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets `llm-eval`/`llm-generate` pick the module class from the checkpoint alone.
         checkpoint["lightning_llm_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint[_BEST_KEY] = dict(self.best)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.best = {str(k): float(v) for k, v in checkpoint.get(_BEST_KEY, {}).items()}
 
     def export(self, directory: str | Path, tokenizer: Any) -> None:
         """`save_pretrained` model (safetensors) and tokenizer into `directory`."""

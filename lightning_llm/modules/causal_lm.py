@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torchmetrics import Metric, MinMetric
+from torchmetrics import Metric
 from transformers import AutoModelForCausalLM
 
+from lightning_llm.config.schema import NonNegative, Positive, UnitFraction
 from lightning_llm.modules.base import HFTaskModule
 
 IGNORE_INDEX = -100
-# The unigram baseline reads at most this many training tokens: enough for stable frequencies, bounded on huge corpora.
-_UNIGRAM_MAX_TRAIN_TOKENS = 50_000_000
 
 
 class NextTokenMetrics(Metric):
@@ -53,90 +50,41 @@ class NextTokenMetrics(Metric):
         return {"loss": loss.float(), "ppl": loss.exp().float(), "token_acc": (self.correct / self.tokens).float()}
 
 
-def unigram_perplexity(train_rows: Iterable[Any], eval_rows: Iterable[Any], vocab_size: int,
-                       max_train_tokens: int = _UNIGRAM_MAX_TRAIN_TOKENS) -> float:
-    """Perplexity of an add-one smoothed unigram model (training-token frequencies) on `eval_rows`.
-
-    Counts the same targets as `NextTokenMetrics` (every token of a row but the first), so the two are comparable.
-    """
-    counts, seen = np.zeros(vocab_size, dtype=np.int64), 0
-    for row in train_rows:
-        ids = np.asarray(row, dtype=np.int64)
-        counts += np.bincount(ids, minlength=vocab_size)[:vocab_size]
-        seen += ids.size
-        if seen >= max_train_tokens:
-            break
-    log_probs = np.log(counts + 1.0) - math.log(counts.sum() + vocab_size)
-    nll, n = 0.0, 0
-    for row in eval_rows:
-        targets = np.asarray(row, dtype=np.int64)[1:]
-        nll -= float(log_probs[targets].sum())
-        n += targets.size
-    return math.exp(nll / n) if n else float("nan")
-
-
-def _rows(dataset: Any) -> Iterable[Any]:
-    """`input_ids` rows of a `datasets.Dataset`, read in numpy batches (fast for packed blocks)."""
-    for batch in dataset.select_columns(["input_ids"]).with_format("numpy").iter(batch_size=1024):
-        yield from batch["input_ids"]
-
-
 class CausalLMModule(HFTaskModule):
     """Logs `train/loss`; `val/loss`, `val/ppl`, `val/token_acc`, `val/ppl_best`, `val/unigram_ppl`;
     `test/loss`, `test/ppl`, `test/token_acc`. `*/loss` is the token-weighted mean next-token NLL of the split
-    and `*/ppl = exp(*/loss)`."""
+    and `*/ppl = exp(*/loss)`. `baseline_ppl` (from the data module: a unigram model of the training tokens on
+    the validation split) is logged as `val/unigram_ppl`, the number val/ppl must beat."""
 
     auto_class = AutoModelForCausalLM
     task = "causal_lm"
     tokenizer_kind = "bpe"
+    optimized_metric = ("val/ppl", "min")
+    best_metric = ("val/ppl", "min")
+    data_kwargs = frozenset({"baseline_ppl"})
 
-    def __init__(self, *, model_type: str = "gpt2", **kwargs: Any) -> None:
-        super().__init__(model_type=model_type, **kwargs)
-        self.val_metrics, self.test_metrics = NextTokenMetrics(), NextTokenMetrics()
-        self.val_ppl_best = MinMetric()
-        self.unigram_ppl: float | None = None
+    def __init__(self, *, model_type: str = "gpt2", learning_rate: Positive[float] = 6e-4,
+                 weight_decay: NonNegative[float] = 0.1, warmup_ratio: UnitFraction = 0.05,
+                 adam_betas: Sequence[float] = (0.9, 0.95), lr_scheduler: str = "cosine",
+                 baseline_ppl: float | None = None, **kwargs: Any) -> None:
+        super().__init__(model_type=model_type, learning_rate=learning_rate, weight_decay=weight_decay,
+                         warmup_ratio=warmup_ratio, adam_betas=adam_betas, lr_scheduler=lr_scheduler, **kwargs)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.model(**batch).loss  # HF shifts the labels and ignores -100
-        self.log_train_loss(loss)
-        return loss
+    def make_metrics(self) -> NextTokenMetrics:
+        return NextTokenMetrics()
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], metrics: NextTokenMetrics) -> None:
+    def update_metrics(self, metrics: NextTokenMetrics, batch: dict[str, torch.Tensor]) -> None:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         metrics.update(self.model(**inputs).logits, batch["labels"])
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics)
-
-    def _log_split(self, metrics: NextTokenMetrics, stage: str) -> dict[str, torch.Tensor]:
-        values = {f"{stage}/{k}": v for k, v in metrics.compute().items()}
-        metrics.reset()
-        self.log_dict(values, prog_bar=stage == "val")
-        return values
-
     def on_validation_epoch_end(self) -> None:
-        values = self._log_split(self.val_metrics, "val")
-        if not self.trainer.sanity_checking:
-            self.val_ppl_best.update(values["val/ppl"])
-            self.log("val/ppl_best", self.val_ppl_best.compute())
-        if self.unigram_ppl is not None:
-            self.log("val/unigram_ppl", self.unigram_ppl)
+        super().on_validation_epoch_end()
+        if self.hparams.baseline_ppl is not None:
+            self.log("val/unigram_ppl", float(self.hparams.baseline_ppl))
 
-    def on_test_epoch_end(self) -> None:
-        self._log_split(self.test_metrics, "test")
-
-    def on_fit_start(self) -> None:
-        """The baseline val/ppl must beat: a unigram model of the training tokens (cheap, once per fit)."""
-        datasets = getattr(getattr(self.trainer, "datamodule", None), "datasets", None)
-        if datasets is not None and "train" in datasets and "validation" in datasets:
-            vocab = self.hparams.vocab_size or self.model.config.vocab_size
-            self.unigram_ppl = unigram_perplexity(_rows(datasets["train"]), _rows(datasets["validation"]), vocab)
-
-    def on_fit_end(self) -> None:
-        ppl = self.trainer.callback_metrics.get("val/ppl")
-        if self.trainer.is_global_zero and ppl is not None and self.unigram_ppl is not None:
-            print(f"val/ppl {float(ppl):.3f} vs unigram baseline {self.unigram_ppl:.3f} "
-                  f"(add-one smoothed training-token frequencies, whole validation split)")
+    def fit_summary(self, metrics: Mapping[str, Any]) -> str | None:
+        ppl, baseline = metrics.get("val/ppl"), self.hparams.baseline_ppl
+        if ppl is None or baseline is None:
+            return None
+        return (f"val/ppl {float(ppl):.3f} vs unigram baseline {baseline:.3f} "
+                f"(add-one smoothed training-token frequencies, whole validation split)")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import AutoModelForSequenceClassification
 
+from lightning_llm.config.schema import Positive, UnitFraction
+from lightning_llm.errors import UserError
 from lightning_llm.modules.base import HFTaskModule
 
 
@@ -18,49 +21,43 @@ class SequenceClassificationModule(HFTaskModule):
     auto_class = AutoModelForSequenceClassification
     task = "classification"
     tokenizer_kind = "wordpiece"
+    monitor = ("val/acc", "max")
+    optimized_metric = ("val/acc_best", "max")
+    best_metric = ("val/acc", "max")
+    data_kwargs = frozenset({"label_names"})
 
-    def __init__(self, *, num_labels: int | None = None, label_names: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, num_labels: Positive[int] | None = None, label_names: list[str] | None = None,
+                 tokenizer_vocab_size: Positive[int] = 4000, learning_rate: Positive[float] = 5e-4,
+                 warmup_ratio: UnitFraction = 0.1, **kwargs: Any) -> None:
         self._num_labels = num_labels or (len(label_names) if label_names else 2)
         self._label_names = list(label_names) if label_names else None
-        super().__init__(**kwargs)
-        n = self.model.config.num_labels
-        metrics = MetricCollection({"acc": MulticlassAccuracy(n, average="micro"),
-                                    "f1": MulticlassF1Score(n, average="macro")})
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        self.val_acc_best = MaxMetric()
+        super().__init__(tokenizer_vocab_size=tokenizer_vocab_size, learning_rate=learning_rate,
+                         warmup_ratio=warmup_ratio, **kwargs)
+
+    @classmethod
+    def reconcile(cls, configured: Mapping[str, Any], from_data: Mapping[str, Any]) -> dict[str, Any]:
+        """`num_labels` null = the data's count; a label the model has no output for fails now."""
+        kwargs = super().reconcile(configured, from_data)
+        needed, names = from_data.get("num_labels"), kwargs.get("label_names")
+        if needed and kwargs["num_labels"] < needed:
+            raise UserError(f"data: label {needed - 1} is outside model.num_labels={kwargs['num_labels']}")
+        kwargs["label_names"] = names if names and len(names) == kwargs["num_labels"] else None
+        return kwargs
 
     def task_config(self) -> dict[str, Any]:
         names = self._label_names or [f"LABEL_{i}" for i in range(self._num_labels)]
         return {"num_labels": self._num_labels, "id2label": dict(enumerate(names)),
                 "label2id": {name: i for i, name in enumerate(names)}}
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.model(**batch).loss
-        self.log_train_loss(loss)
-        return loss
+    def make_metrics(self) -> MetricCollection:
+        n = self._num_labels
+        return MetricCollection({"loss": MeanMetric(), "acc": MulticlassAccuracy(n, average="micro"),
+                                 "f1": MulticlassF1Score(n, average="macro")}, compute_groups=False)
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+    def update_metrics(self, metrics: MetricCollection, batch: dict[str, torch.Tensor]) -> None:
         out = self.model(**batch)
-        self.log(f"{stage}/loss", out.loss, on_epoch=True, prog_bar=stage == "val", sync_dist=True,
-                 batch_size=batch["labels"].shape[0])
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(out.logits.argmax(-1), batch["labels"])
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.val_metrics.reset()
-        self.log_dict(values, prog_bar=True)
-        if not self.trainer.sanity_checking:
-            self.val_acc_best.update(values["val/acc"])
-            self.log("val/acc_best", self.val_acc_best.compute())
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
+        labels = batch["labels"]
+        metrics["loss"].update(out.loss.detach(), weight=labels.shape[0])
+        preds = out.logits.argmax(-1)
+        metrics["acc"].update(preds, labels)
+        metrics["f1"].update(preds, labels)

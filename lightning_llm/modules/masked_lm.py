@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -11,28 +12,26 @@ from torch import nn
 from torchmetrics import MeanMetric
 from transformers import AutoModelForMaskedLM
 
+from lightning_llm.config.schema import Positive
 from lightning_llm.modules.base import HFTaskModule
-
-
-def _eval_metrics() -> nn.ModuleDict:
-    # Token-weighted means over masked positions; torchmetrics states sum across DDP ranks.
-    return nn.ModuleDict({"nll": MeanMetric(), "mlm_acc": MeanMetric(), "mlm_majority_acc": MeanMetric()})
 
 
 class MaskedLMModule(HFTaskModule):
     """Logs `train/loss`, and for `val`/`test`: `loss` (mean NLL per masked token, fp32), `ppl` = exp(loss), a
     pseudo-perplexity over masked positions (not comparable with a causal LM's), `mlm_acc` (accuracy on masked
     positions) and `mlm_majority_acc`: the accuracy of always guessing the most frequent non-special training
-    token at the same masked positions, the baseline `mlm_acc` must beat (when the data module provides
-    `majority_token_id`)."""
+    token (`majority_token_id`, from the data module) at the same masked positions, the baseline `mlm_acc` must
+    beat."""
 
     auto_class = AutoModelForMaskedLM
     task = "masked_lm"
     tokenizer_kind = "wordpiece"
+    optimized_metric = ("val/mlm_acc", "max")  # accuracy on masked positions (higher is better)
+    data_kwargs = frozenset({"majority_token_id"})
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.eval_metrics = nn.ModuleDict({"val": _eval_metrics(), "test": _eval_metrics()})
+    def __init__(self, *, tokenizer_vocab_size: Positive[int] = 4000, learning_rate: Positive[float] = 5e-4,
+                 majority_token_id: int | None = None, **kwargs: Any) -> None:
+        super().__init__(tokenizer_vocab_size=tokenizer_vocab_size, learning_rate=learning_rate, **kwargs)
 
     def task_config(self) -> dict[str, Any]:
         # From scratch, special ids the tokenizer did not give (builders passes pad/bos/eos) would keep the
@@ -43,47 +42,29 @@ class MaskedLMModule(HFTaskModule):
         return {key: None for key in ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")
                 if key not in given}
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.model(**batch).loss
-        self.log_train_loss(loss)
-        return loss
+    def make_metrics(self) -> nn.ModuleDict:
+        # Token-weighted means over masked positions; torchmetrics states sum across DDP ranks.
+        return nn.ModuleDict({"nll": MeanMetric(), "mlm_acc": MeanMetric(), "mlm_majority_acc": MeanMetric()})
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+    def update_metrics(self, metrics: nn.ModuleDict, batch: dict[str, torch.Tensor]) -> None:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         masked = batch["labels"] != -100
         logits = self.model(**inputs).logits[masked].float()
         targets = batch["labels"][masked]
-        metrics = self.eval_metrics[stage]
         metrics["nll"].update(F.cross_entropy(logits, targets, reduction="none"))
         metrics["mlm_acc"].update((logits.argmax(-1) == targets).float())
-        majority = getattr(getattr(self.trainer, "datamodule", None), "majority_token_id", None)
-        if majority is not None:
-            metrics["mlm_majority_acc"].update((targets == majority).float())
+        if self.hparams.majority_token_id is not None:
+            metrics["mlm_majority_acc"].update((targets == self.hparams.majority_token_id).float())
 
-    def _log_epoch(self, stage: str) -> None:
-        metrics = self.eval_metrics[stage]
+    def compute_metrics(self, metrics: nn.ModuleDict) -> dict[str, Any]:
         nll = float(metrics["nll"].compute())
-        values = {f"{stage}/loss": nll, f"{stage}/ppl": math.exp(min(nll, 80.0)),
-                  f"{stage}/mlm_acc": float(metrics["mlm_acc"].compute())}
+        values = {"loss": nll, "ppl": math.exp(min(nll, 80.0)), "mlm_acc": float(metrics["mlm_acc"].compute())}
         if metrics["mlm_majority_acc"].update_count:
-            values[f"{stage}/mlm_majority_acc"] = float(metrics["mlm_majority_acc"].compute())
-        for metric in metrics.values():
-            metric.reset()
-        self.log_dict(values, prog_bar=stage == "val")
+            values["mlm_majority_acc"] = float(metrics["mlm_majority_acc"].compute())
+        return values
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def on_fit_end(self) -> None:
-        acc, baseline = (self.trainer.callback_metrics.get(k) for k in ("val/mlm_acc", "val/mlm_majority_acc"))
-        if self.trainer.is_global_zero and acc is not None and baseline is not None:
-            print(f"val/mlm_acc {float(acc):.4f} vs most-frequent-token baseline {float(baseline):.4f}")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
+    def fit_summary(self, metrics: Mapping[str, Any]) -> str | None:
+        acc, baseline = metrics.get("val/mlm_acc"), metrics.get("val/mlm_majority_acc")
+        if acc is None or baseline is None:
+            return None
+        return f"val/mlm_acc {float(acc):.4f} vs most-frequent-token baseline {float(baseline):.4f}"

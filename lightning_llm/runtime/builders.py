@@ -10,21 +10,22 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.config.targets import (
+    allowed_targets,
     check_targets,
     instantiate_collection,
     safe_instantiate,
 )
 from lightning_llm.data.tokenizers import load_tokenizer, train_tokenizer
 from lightning_llm.errors import UserError
-from lightning_llm.runtime.hardware import enable_gpu_fast_paths
+from lightning_llm.runtime.hardware import check_hardware, enable_gpu_fast_paths
 from lightning_llm.runtime.hardware import trainer_kwargs as trainer_hardware_kwargs
 
 # Keys of `model` consumed here (tokenizer resolution) or filled in from the data, not passed through as-is.
 _DERIVED_MODEL_KEYS = ("vocab_size", "special_token_ids", "num_labels", "label_names")
 
 
-def target_class(node: DictConfig, where: str) -> type:
-    check_targets(node, where)
+def target_class(node: DictConfig, where: str, allowed: tuple[str, ...] = ()) -> type:
+    check_targets(node, where, allowed)
     if "_target_" not in node:
         raise UserError(f"{where}._target_ is missing: pick a config with {where}=<option>")
     try:
@@ -35,17 +36,17 @@ def target_class(node: DictConfig, where: str) -> type:
 
 def check_task_pair(cfg: DictConfig) -> None:
     """A model and a data module of different tasks (e.g. gpt + text_classification) fail before any work."""
-    model_cls, data_cls = target_class(cfg.model, "model"), target_class(cfg.data, "data")
-    model_task, data_tasks = getattr(model_cls, "task", None), getattr(data_cls, "tasks", None)
-    data_tasks = data_tasks or {getattr(data_cls, "task", None)}
-    if model_task not in data_tasks:
-        raise UserError(f"model {model_cls.__name__} ({model_task}) cannot train on data {data_cls.__name__} "
-                        f"({'/'.join(sorted(map(str, data_tasks)))}): pick matching model= and data= options")
+    model_cls, data_cls = (target_class(cfg.model, "model", allowed_targets(cfg)),
+                           target_class(cfg.data, "data", allowed_targets(cfg)))
+    objectives = getattr(data_cls, "objectives", frozenset())
+    if getattr(model_cls, "task", None) not in objectives:
+        raise UserError(f"model {model_cls.__name__} ({getattr(model_cls, 'task', '?')}) cannot train on data "
+                        f"{data_cls.__name__} ({'/'.join(sorted(objectives))}): pick matching model= and data= options")
 
 
 def build_tokenizer(cfg: DictConfig, datamodule_for_texts: Any) -> Any:
     """The model's own tokenizer, an explicit one, or one trained on the training text (from scratch)."""
-    model_cfg, model_cls = cfg.model, target_class(cfg.model, "model")
+    model_cfg, model_cls = cfg.model, target_class(cfg.model, "model", allowed_targets(cfg))
     trust = bool(model_cfg.get("trust_remote_code", False))
     if model_cfg.get("tokenizer_name_or_path"):
         tokenizer = load_tokenizer(model_cfg.tokenizer_name_or_path, "model.tokenizer_name_or_path", trust)
@@ -54,51 +55,55 @@ def build_tokenizer(cfg: DictConfig, datamodule_for_texts: Any) -> Any:
                                    trust)
     else:
         tokenizer = train_tokenizer(datamodule_for_texts.training_texts(), model_cls.tokenizer_kind,
-                                    int(model_cfg.get("tokenizer_vocab_size", 8000)), cfg.paths.cache_dir)
+                                    int(model_cfg.tokenizer_vocab_size), cfg.paths.cache_dir)
     if tokenizer.pad_token is None:  # GPT-style tokenizers: pad with EOS (masked out by the attention mask)
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
 
 
-def build_datamodule(cfg: DictConfig, tokenizer: Any = None) -> pl.LightningDataModule:
-    """Instantiate `data`; modules serving several objectives (the corpus) get the model's task as objective."""
-    kwargs: dict[str, Any] = {"tokenizer": tokenizer}
-    if len(getattr(target_class(cfg.data, "data"), "tasks", ())) > 1 and cfg.get("model"):
-        kwargs["objective"] = target_class(cfg.model, "model").task
-    return safe_instantiate(cfg.data, "data", **kwargs)
+def build_datamodule(cfg: DictConfig, tokenizer: Any = None, objective: str | None = None) -> pl.LightningDataModule:
+    """Instantiate `data` for the model's task (`objective`, default: that of `model`)."""
+    if objective is None and cfg.get("model"):
+        objective = target_class(cfg.model, "model", allowed_targets(cfg)).task
+    return safe_instantiate(cfg.data, "data", allowed_targets(cfg), tokenizer=tokenizer, objective=objective)
+
+
+def tokenizer_kwargs(tokenizer: Any) -> dict[str, Any]:
+    """What every model takes from its tokenizer: the vocabulary size and the special token ids it defines."""
+    special = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+               "eos_token_id": tokenizer.eos_token_id}
+    return {"vocab_size": len(tokenizer), "special_token_ids": {k: v for k, v in special.items() if v is not None}}
 
 
 def build_model(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> pl.LightningModule:
-    """Instantiate the module with what the tokenizer and data determine (vocab, special ids, labels)."""
-    kwargs: dict[str, Any] = {"vocab_size": len(tokenizer),
-                              "special_token_ids": {k: v for k, v in {
-                                  "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
-                                  "eos_token_id": tokenizer.eos_token_id}.items() if v is not None}}
-    if getattr(datamodule, "num_labels", None) is not None:
-        num_labels = cfg.model.get("num_labels") or datamodule.num_labels
-        if datamodule.max_label >= num_labels:
-            raise UserError(f"data.label_column={cfg.data.label_column!r}: label {datamodule.max_label} is outside "
-                            f"model.num_labels={num_labels}")
-        kwargs["num_labels"] = num_labels
-        names = datamodule.label_names
-        kwargs["label_names"] = names if names and len(names) == num_labels else None
-    model_cfg = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k not in _DERIVED_MODEL_KEYS])
-    return safe_instantiate(model_cfg, "model", **kwargs)
+    """Instantiate the module from its config, its tokenizer and what the data module says about the data
+    (`model_kwargs()`, reconciled with the config by the module class)."""
+    model_cls = target_class(cfg.model, "model", allowed_targets(cfg))
+    configured = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "_target_"}
+    kwargs = model_cls.reconcile({**configured, **tokenizer_kwargs(tokenizer)}, datamodule.model_kwargs())
+    check_targets(cfg.model, "model", allowed_targets(cfg))
+    return model_cls(**kwargs)
 
 
 def build_data_and_model(cfg: DictConfig) -> tuple[Any, Any, pl.LightningModule]:
-    """Data module (tokenized, set up), tokenizer and model, in the order `llm-train` creates them."""
+    """Data module (tokenized, set up, with the splits the run needs), tokenizer and model, in the order
+    `llm-train` creates them."""
     datamodule = build_datamodule(cfg)
     tokenizer = build_tokenizer(cfg, datamodule)
     datamodule.tokenizer = tokenizer
     datamodule.prepare_data()
     datamodule.setup("fit")
+    datamodule.require_splits(*(["train", "validation"] if cfg.get("train", True) else []),
+                              *(["test"] if cfg.get("test", False) else []))
     return datamodule, tokenizer, build_model(cfg, tokenizer, datamodule)
 
 
 def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any]) -> pl.Trainer:
+    """The Trainer of `llm-train` and `llm-eval`: `hardware` checked and turned into arguments, `trainer` loop
+    settings (llm-eval has none), checkpointing on when a checkpoint callback is configured."""
+    check_hardware(cfg.hardware)
     hardware = trainer_hardware_kwargs(cfg.hardware)
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else {}
     enable_gpu_fast_paths(cfg.hardware)
     if not loggers:  # the LR monitor refuses to run without a logger; it has nothing to write to anyway
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
@@ -108,11 +113,11 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any]) -> 
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    return instantiate_collection(cfg.get("callbacks"), "callbacks")
+    return instantiate_collection(cfg.get("callbacks"), "callbacks", allowed_targets(cfg))
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
-    return instantiate_collection(cfg.get("logger"), "logger")
+    return instantiate_collection(cfg.get("logger"), "logger", allowed_targets(cfg))
 
 
 def tokenizer_dir(run_dir: str | Path) -> Path:

@@ -14,16 +14,12 @@ Conventions (the README states them too):
 from __future__ import annotations
 
 import os
-import typing
 from datetime import timedelta
 from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning_fabric.connector import (
-    _PRECISION_INPUT,  # private, but Lightning's own list of precision names
-)
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.environments import (
     LSFEnvironment,
@@ -38,8 +34,8 @@ from pytorch_lightning.strategies import (
     StrategyRegistry,
 )
 from torch import nn
-from torch.distributed.fsdp.wrap import CustomPolicy
 
+from lightning_llm import compat
 from lightning_llm.errors import UserError
 
 CPU_SAFE_ALTERNATIVE = "on CPU use hardware=cpu or hardware=ddp_sim"
@@ -47,12 +43,7 @@ MULTIRUN_DDP_ALTERNATIVES = ("use hardware.strategy=ddp_spawn (hardware=ddp_sim 
                              "-m hydra/launcher=slurm (one SLURM task per GPU)")
 
 
-def _flatten_literals(tp: Any) -> tuple[Any, ...]:
-    args = typing.get_args(tp)
-    return tuple(a for arg in args for a in (_flatten_literals(arg) if typing.get_args(arg) else (arg,)))
-
-
-PRECISIONS: tuple[Any, ...] = _flatten_literals(_PRECISION_INPUT)
+PRECISIONS: tuple[Any, ...] = compat.precision_inputs()
 
 
 # ----------------------------------------------------------------------------------------------- environment
@@ -200,7 +191,7 @@ def check_hardware(hardware: DictConfig, *, multirun: bool | None = None) -> Non
 
 
 # ----------------------------------------------------------------------------------------------- Trainer arguments
-class TransformerBlockPolicy(CustomPolicy):
+class TransformerBlockPolicy(compat.RootAwareWrapPolicy):
     """FSDP auto-wrap: one FSDP unit per transformer block, so only one block's full weights exist at a time.
 
     Blocks are the classes the HF model lists in `_no_split_modules` (GPT2Block, BertLayer, ...), or, for a model
@@ -208,13 +199,7 @@ class TransformerBlockPolicy(CustomPolicy):
     outside it (embeddings tied to an LM head) stays in its parent's unit: FSDP cannot split a shared weight."""
 
     def __init__(self) -> None:
-        super().__init__(lambda module: False)
-
-    def _run_policy(self, root_module: nn.Module, ignored_modules: set[nn.Module],
-                    root_kwargs: dict[str, Any]) -> dict[nn.Module, dict[str, Any]]:
-        blocks = transformer_blocks(root_module)
-        self._lambda_fn = lambda module: module in blocks
-        return super()._run_policy(root_module, ignored_modules, root_kwargs)
+        super().__init__(transformer_blocks)
 
 
 def transformer_blocks(root: nn.Module) -> set[nn.Module]:
@@ -222,7 +207,7 @@ def transformer_blocks(root: nn.Module) -> set[nn.Module]:
 
     blocks: set[nn.Module] = set()
     for model in (m for m in root.modules() if isinstance(m, PreTrainedModel)):
-        names = set(model._no_split_modules or ())
+        names = compat.no_split_module_names(model)
         if names:
             blocks.update(m for m in model.modules() if type(m).__name__ in names)
         else:

@@ -16,6 +16,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_llm.errors import TrainingDivergedError
+from lightning_llm.runtime.console import hf_progress_bars_off
 from lightning_llm.utils.io import write_dir_atomic, write_json_atomic
 
 # What a process killed by SIGTERM reports (128 + 15): schedulers and restart policies see an interrupted job.
@@ -30,7 +31,8 @@ def export_model(trainer: pl.Trainer, model: Any, tokenizer: Any, run_dir: Path)
     """Write <run>/hf_model (safetensors + tokenizer) on global rank 0; a crash leaves no partial folder."""
     if trainer.global_rank != 0:
         return None
-    return write_dir_atomic(run_dir / "hf_model", lambda tmp: model.export(tmp, tokenizer))
+    with hf_progress_bars_off():  # a one-shard "Writing model shards" bar says nothing
+        return write_dir_atomic(run_dir / "hf_model", lambda tmp: model.export(tmp, tokenizer))
 
 
 def write_results(cfg: DictConfig, trainer: pl.Trainer, *, val_metrics: dict[str, float],

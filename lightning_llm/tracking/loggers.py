@@ -4,7 +4,6 @@ per job so its dashboard compares the jobs of a sweep."""
 
 from __future__ import annotations
 
-import csv
 import os
 import socket
 import sys
@@ -13,43 +12,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
-from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+# AppendingCSVLogger lives in compat (it replaces Lightning internals); conf/logger/csv.yaml names it here.
+from lightning_llm.compat import AppendingCSVLogger as AppendingCSVLogger
+from lightning_llm.compat import tensorboard_file_writer
 from lightning_llm.config.secrets import redact
+from lightning_llm.runtime.extras import require_extra
 from lightning_llm.tracking.jobs import job_identity
 
 WANDB_ID_FILE = "wandb_run_id.txt"
 _SYNC_HINT = "upload later with `wandb sync <run_dir>/wandb/offline-run-*`"
 _server_unreachable = False  # set once an online start failed in this process
-
-
-class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer deletes an existing metrics.csv, and a copy of the writer made before the file existed
-    (ddp_spawn phases, resumed runs) rewrites it with only the columns it knows, which crashes. This one keeps the
-    file and adopts its columns, so a resumed run or a spawned test phase continues the same metrics.csv."""
-
-    def _check_log_dir_exists(self) -> None:
-        pass
-
-    def save(self) -> None:
-        if self.metrics and self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                header = next(csv.reader(file), [])
-            self.metrics_keys = sorted(set(self.metrics_keys) | set(header))
-        super().save()
-
-
-class AppendingCSVLogger(CSVLogger):
-    """`CSVLogger` that appends to the run's metrics.csv instead of replacing it (see `_AppendingWriter`)."""
-
-    @property
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
 
 
 def wandb_has_credentials() -> bool:
@@ -72,6 +47,7 @@ def make_wandb_logger(*, project: str, save_dir: str, offline: bool = False, gro
     run name to the job's swept overrides. The run id is kept in <save_dir>/wandb_run_id.txt: a job resumed
     in the same directory continues the same W&B run."""
     global _server_unreachable
+    require_extra("wandb", "wandb", "logger=wandb")
     sweep_group, run_name = job_identity()
     os.makedirs(save_dir, exist_ok=True)
 
@@ -104,6 +80,12 @@ def make_wandb_logger(*, project: str, save_dir: str, offline: bool = False, gro
             print(f"wandb: cannot start an online run ({type(err).__name__}): logging offline; {_SYNC_HINT}")
             logger = make("offline", new_id=True)  # wandb keeps the failed run's id reserved in this process
     return logger
+
+
+def make_tensorboard_logger(**kwargs: Any) -> TensorBoardLogger:
+    """`TensorBoardLogger(**kwargs)`, or one line naming the tensorboard extra when it is not installed."""
+    require_extra("tensorboard", "tensorboard", "logger=tensorboard")
+    return TensorBoardLogger(**kwargs)
 
 
 def _base_url() -> urllib.parse.ParseResult:
@@ -177,7 +159,7 @@ def _log_tensorboard_hparams(logger: TensorBoardLogger, config: dict[str, Any], 
         return
     from torch.utils.tensorboard.summary import hparams
 
-    writer = logger.experiment._get_file_writer()  # what TensorBoardLogger.log_hyperparams itself uses
+    writer = tensorboard_file_writer(logger)
     for summary in hparams(_flatten(config), metrics):
         writer.add_summary(summary)
     writer.flush()

@@ -1,0 +1,116 @@
+"""Structured configs generated from the constructors, registered with Hydra's ConfigStore at import.
+
+`conf/model/*.yaml` and `conf/data/*.yaml` extend them (`defaults: [/schema/model@_here_: <Class>, _self_]`), so
+the YAML files hold only what differs from the class defaults, every constructor argument can be overridden by
+name (`model.warmup_ratio=0.2`), and OmegaConf rejects a wrong type or a misspelled key while composing.
+Every `HFTaskModule` and `CachedTextDataModule` subclass exported by `lightning_llm.modules` / `lightning_llm.data`
+gets one: a new task registers by being exported there.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import inspect
+import types
+import typing
+from typing import Any, Dict, List, Literal, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from lightning_llm import data, modules
+from lightning_llm.config.schema import Setting, settings_of, strip_annotated
+from lightning_llm.config.targets import check_targets
+from lightning_llm.data.base import CachedTextDataModule
+from lightning_llm.modules.base import HFTaskModule
+
+_PRIMITIVES = (int, float, bool, str)
+
+
+def omegaconf_type(tp: Any) -> Any:
+    """The nearest type OmegaConf's structured configs support (Any where none fits)."""
+    tp, _ = strip_annotated(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in _PRIMITIVES or tp is Any:
+        return tp
+    if origin is Literal:
+        kinds = {type(a) for a in args}
+        return kinds.pop() if len(kinds) == 1 and next(iter(kinds)) in _PRIMITIVES else Any
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = omegaconf_type(rest[0]) if len(rest) == 1 else Any
+        return Optional[inner] if len(rest) < len(args) and inner is not Any else inner
+    if origin in (list, tuple, collections.abc.Sequence):
+        element = omegaconf_type(args[0]) if args and (origin is not tuple or args[-1] is Ellipsis
+                                                       or len(set(args)) == 1) else Any
+        return List[element if element in _PRIMITIVES else Any]
+    if origin in (dict, collections.abc.Mapping):
+        return Dict[str, Any]
+    return Any
+
+
+def _field(setting: Setting) -> tuple[str, Any, Any]:
+    tp = omegaconf_type(setting.annotation)
+    default = setting.default
+    if default is inspect.Parameter.empty:
+        return setting.name, tp, dataclasses.field(default=MISSING)
+    if isinstance(default, (list, tuple, dict)):
+        value = list(default) if isinstance(default, (list, tuple)) else dict(default)
+        return setting.name, tp, dataclasses.field(default_factory=lambda v=value: v.copy())
+    return setting.name, tp, dataclasses.field(default=default)
+
+
+def schema_for(cls: type, exclude: collections.abc.Iterable[str]) -> type:
+    fields = [("_target_", str, dataclasses.field(default=f"{cls.__module__}.{cls.__qualname__}"))]
+    fields += [_field(s) for s in settings_of(cls, exclude).values()]
+    return dataclasses.make_dataclass(f"{cls.__name__}Config", fields)
+
+
+def _exported(package: Any, base: type) -> list[type]:
+    return [obj for obj in vars(package).values() if isinstance(obj, type) and issubclass(obj, base)
+            and obj is not base]
+
+
+def register() -> None:
+    store = ConfigStore.instance()
+    for cls in _exported(modules, HFTaskModule):
+        store.store(group="schema/model", name=cls.__name__, node=schema_for(cls, model_exclusions(cls)),
+                    provider="lightning_llm")
+    for cls in _exported(data, CachedTextDataModule):
+        store.store(group="schema/data", name=cls.__name__, node=schema_for(cls, CachedTextDataModule.derived_kwargs),
+                    provider="lightning_llm")
+
+
+def model_exclusions(cls: type[HFTaskModule]) -> frozenset[str]:
+    """Constructor arguments the framework fills in (tokenizer- and data-derived), never configured."""
+    return cls.derived_kwargs | cls.data_kwargs
+
+
+_LOWER_IS_BETTER = ("loss", "ppl", "perplexity", "error")
+
+
+def task_default(what: str, *, _root_: DictConfig) -> str:
+    """`${task_default:optimized_metric|monitor|monitor_mode}`: the model class's own choice, so the root config
+    names no task's metric and `optimized_metric=...` / `monitor.metric=...` still override it."""
+    model = _root_.get("model")
+    if not isinstance(model, DictConfig) or "_target_" not in model:
+        raise ValueError(f"${{task_default:{what}}} needs model._target_")
+    check_targets(model, "model")
+    cls = get_class(model._target_)
+    if what == "optimized_metric":
+        return cls.optimized_metric[0]
+    if what == "monitor":
+        return cls.monitor[0]
+    if what == "monitor_mode":
+        metric = _root_.monitor.metric
+        for name, mode in (cls.monitor, cls.optimized_metric, cls.best_metric or (None, None)):
+            if metric == name:
+                return mode
+        return "min" if any(word in str(metric).lower() for word in _LOWER_IS_BETTER) else "max"
+    raise ValueError(f"task_default: unknown setting {what!r} (optimized_metric, monitor, monitor_mode)")
+
+
+register()
+OmegaConf.register_new_resolver("task_default", task_default, replace=True)
