@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightning_llm.config import CONFIG_PATH
+from lightning_llm.config.targets import allowed_targets
 from lightning_llm.errors import UserError
 from lightning_llm.runtime import builders
 from lightning_llm.runtime.checkpoints import (
@@ -36,7 +37,8 @@ def _data_config(cfg: DictConfig) -> DictConfig:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = load_module(cfg.ckpt_path)
     tokenizer = load_run_tokenizer(cfg.ckpt_path)
-    run_cfg = OmegaConf.create({"data": _data_config(cfg)})
+    # Allowed packages come from this command line only, never from the saved run config.
+    run_cfg = OmegaConf.create({"data": _data_config(cfg), "allow_targets": list(allowed_targets(cfg))})
     datamodule = builders.build_datamodule(run_cfg, tokenizer, objective=model.task)
     datamodule.prepare_data()
     datamodule.setup("test")

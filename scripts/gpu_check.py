@@ -28,7 +28,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from lightning_llm.config import CONFIG_DIR
+from lightning_llm.config import CONFIG_DIR, store  # noqa: F401  (store: registers the config schemas)
 from lightning_llm.runtime import builders
 from lightning_llm.runtime.hardware import check_hardware
 from lightning_llm.utils.flops import (

@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+import lightning_llm.config.store  # noqa: F401  (the config schemas the YAML options extend)
 from lightning_llm.config import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]

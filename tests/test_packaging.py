@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import lightning_llm.train  # noqa: F401  (what the CLI imports, config schemas included, for compose_cfg)
 from lightning_llm.config import CONFIG_DIR, CONFIG_PACKAGE, CONFIG_PATH
 from lightning_llm.errors import UserError
 from lightning_llm.runtime.extras import check_command_line, require_extra
@@ -34,7 +35,8 @@ def _missing(extra: str, what: str) -> str:
 def test_configs_are_the_repos_conf_found_as_a_package() -> None:
     """Installed (editable here, as in CI): Hydra reads pkg://lightning_llm.conf, which is the repo's conf/."""
     assert Path(CONFIG_DIR) == REPO / "conf"
-    assert CONFIG_PATH == f"pkg://{CONFIG_PACKAGE}", "pip install -e . maps lightning_llm.conf to conf/"
+    assert CONFIG_PATH == f"pkg://{CONFIG_PACKAGE}", \
+        "lightning_llm.conf does not resolve: an install older than pyproject's package-dir? `pip install -e .`"
 
 
 def test_a_checkout_without_install_uses_its_conf() -> None:

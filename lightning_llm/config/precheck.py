@@ -3,7 +3,6 @@ range is one `error:` line (exit 2) and nothing is written."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 
@@ -17,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lightning_llm import compat
 from lightning_llm.config import CONFIG_DIR
+from lightning_llm.config.schema import suggest
 from lightning_llm.config.validation import check_settings
 from lightning_llm.errors import UserError, first_line
 
@@ -78,6 +78,4 @@ def _closest(cause: OmegaConfBaseException, key: str) -> str:
     node = getattr(cause, "parent_node", None)
     if node is None and getattr(cause, "object_type", None) is not None:
         node = OmegaConf.structured(cause.object_type)
-    keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
-    close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
-    return f"; did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
+    return suggest(name, [str(k) for k in node] if isinstance(node, DictConfig) else [], parent)

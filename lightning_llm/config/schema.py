@@ -145,9 +145,10 @@ def describe(tp: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
-def suggest(key: str, choices: collections.abc.Iterable[str]) -> str:
+def suggest(key: str, choices: collections.abc.Iterable[str], where: str = "") -> str:
+    """"; did you mean <where>.<closest>?" for a misspelled key, or nothing when no valid key is close."""
     close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else ""
+    return f"; did you mean {where + '.' if where else ''}{close[0]}?" if close else ""
 
 
 def check_value(where: str, value: Any, setting: Setting) -> None:
@@ -167,5 +168,5 @@ def check_node(values: collections.abc.Mapping[str, Any], where: str, cls: type,
         if key.startswith("_") and key.endswith("_"):  # _target_, _convert_, ...
             continue
         if key not in settings:
-            raise UserError(f"{where}.{key} is not a setting of {cls.__name__}{suggest(key, settings)}")
+            raise UserError(f"{where}.{key} is not a setting of {cls.__name__}{suggest(key, settings, where)}")
         check_value(f"{where}.{key}", value, settings[key])

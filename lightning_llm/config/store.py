@@ -22,7 +22,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from lightning_llm import data, modules
 from lightning_llm.config.schema import Setting, settings_of, strip_annotated
-from lightning_llm.config.targets import check_targets
+from lightning_llm.config.targets import allowed_targets, check_targets
 from lightning_llm.data.base import CachedTextDataModule
 from lightning_llm.modules.base import HFTaskModule
 
@@ -56,6 +56,8 @@ def _field(setting: Setting) -> tuple[str, Any, Any]:
     default = setting.default
     if default is inspect.Parameter.empty:
         return setting.name, tp, dataclasses.field(default=MISSING)
+    if default is None and dict in {typing.get_origin(a) for a in (tp, *typing.get_args(tp))}:
+        default = {}  # an empty mapping, not null: `+model.config_overrides.key=value` can add to it
     if isinstance(default, (list, tuple, dict)):
         value = list(default) if isinstance(default, (list, tuple)) else dict(default)
         return setting.name, tp, dataclasses.field(default_factory=lambda v=value: v.copy())
@@ -97,7 +99,7 @@ def task_default(what: str, *, _root_: DictConfig) -> str:
     model = _root_.get("model")
     if not isinstance(model, DictConfig) or "_target_" not in model:
         raise ValueError(f"${{task_default:{what}}} needs model._target_")
-    check_targets(model, "model")
+    check_targets(model, "model", allowed_targets(_root_))
     cls = get_class(model._target_)
     if what == "optimized_metric":
         return cls.optimized_metric[0]

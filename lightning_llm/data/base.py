@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+import datasets
 import pytorch_lightning as pl
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
@@ -19,6 +21,17 @@ from lightning_llm.config.schema import NonNegative, OpenUnitFraction, Positive
 from lightning_llm.data.samplers import ResumableRandomSampler
 from lightning_llm.data.sources import load_raw, source_fingerprint, stable_hash
 from lightning_llm.errors import UserError
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[None]:
+    """`datasets`' progress bars on or off for a block, restored afterwards."""
+    was = datasets.is_progress_bar_enabled()
+    (datasets.enable_progress_bars if enabled else datasets.disable_progress_bars)()
+    try:
+        yield
+    finally:
+        (datasets.enable_progress_bars if was else datasets.disable_progress_bars)()
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -134,10 +147,13 @@ class CachedTextDataModule(pl.LightningDataModule):
         with FileLock(str(self.cache_path) + ".lock"):
             if (self.cache_path / "dataset_dict.json").exists():
                 return
-            processed, meta = self._process(self.load_raw())
+            # Hub downloads keep their progress bars; local files take seconds, their nine bars are noise.
+            with progress_bars(enabled=bool(self.dataset_name)):
+                processed, meta = self._process(self.load_raw())
             tmp = self.cache_path.with_name(self.cache_path.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            processed.save_to_disk(str(tmp))
+            with progress_bars(enabled=False):
+                processed.save_to_disk(str(tmp))
             (tmp / "meta.json").write_text(json.dumps(meta))
             tmp.rename(self.cache_path)
 

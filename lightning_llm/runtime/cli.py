@@ -27,7 +27,10 @@ T = TypeVar("T")
 
 def print_config(cfg: DictConfig, save_to: str | Path | None = None) -> None:
     """Print a few summary lines (task, model, data, hardware, run dir), or with `print_config=full` the config as a
-    rich tree (secrets redacted); the tree is always saved to `save_to`."""
+    rich tree (secrets redacted); the tree is always saved to `save_to`. Global rank 0 only (DDP relaunches and
+    torchrun ranks run the same command)."""
+    if rank_zero_only.rank != 0:
+        return
     import rich
     import rich.syntax
     import rich.tree

@@ -12,7 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from lightning_llm.config import CONFIG_DIR
+from lightning_llm.config import CONFIG_DIR, store  # noqa: F401  (store: registers the config schemas)
 from lightning_llm.runtime import builders
 
 
