@@ -135,11 +135,13 @@ def test_known_noise_is_silenced_narrowly(caplog) -> None:
     assert [str(w.message) for w in seen] == ["something else", "'set_vital' is deprecated"]
 
     log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    log.addHandler(caplog.handler)  # Lightning's loggers may not propagate to the root logger caplog listens on
     with caplog.at_level(logging.INFO, logger=log.name):
         log.info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
         log.info("`Trainer(val_check_interval=1.0)` was configured so validation will run at the end.")
         log.info("`Trainer(limit_val_batches=1)` was configured so 1 batch will be used.")
         log.info("`Trainer.fit` stopped: `max_epochs=1` reached.")
+    log.removeHandler(caplog.handler)
     assert [r.getMessage() for r in caplog.records] == [
         "`Trainer(limit_val_batches=1)` was configured so 1 batch will be used.",
         "`Trainer.fit` stopped: `max_epochs=1` reached."]

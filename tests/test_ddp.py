@@ -72,6 +72,7 @@ def test_ddp_sim_classification_matches_one_process(compose_cfg, run_cli, tmp_pa
     assert steps == 20
 
 
+@pytest.mark.slow  # a 2-job sweep of 2-process jobs (~25 s)
 def test_ddp_sim_sweep_runs_each_job_once_with_its_overrides(run_cli, tmp_path: Path) -> None:
     short = [o for o in CLASSIFY if not o.startswith(("+trainer.limit_train_batches", "model.learning_rate"))]
     proc = run_cli("lightning_llm.train", "-m", *short, "+trainer.limit_train_batches=3",

@@ -123,6 +123,7 @@ def test_bad_masking_setup_is_one_line(compose_cfg, capsys, bpe_dirs, bad: str) 
     assert last.startswith("error: ") and expected[bad] in last
 
 
+@pytest.mark.slow  # a CLI start (~8 s); the same check runs in-process above
 def test_bad_setup_exits_2_from_the_command_line(run_cli) -> None:
     proc = run_cli("lightning_llm.train", "model=bert_mlm", "data=text_corpus", "logger=none",
                    "data.mlm_probability=1")

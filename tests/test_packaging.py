@@ -198,6 +198,7 @@ def test_require_extra_blames_only_the_missing_module(monkeypatch: pytest.Monkey
         require_extra("half_installed", "x", "logger=x")
 
 
+@pytest.mark.slow  # a CLI start (~8 s); the extras unit tests cover the message
 def test_cli_missing_extra_is_one_line(tmp_path: Path) -> None:
     """`llm-train logger=wandb` without wandb: exit 2, one stderr line naming the extra, nothing written."""
     code = ("import sys; sys.modules['wandb'] = None; sys.argv[0] = 'llm-train'; "

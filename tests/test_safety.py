@@ -63,6 +63,7 @@ class Hello(pl.Callback):
 """
 
 
+@pytest.mark.slow  # two CLI runs (~20 s); the refusal path is covered fast by the allow-list tests above
 def test_users_own_callback_runs_only_when_its_package_is_allowed(run_cli, tmp_path: Path) -> None:
     (tmp_path / "mycb.py").write_text(USER_CALLBACK)
     marker = tmp_path / "hello.txt"
