@@ -24,7 +24,7 @@ from lightning_llm.runtime.extras import check_command_line, require_extra
 from tests.conftest import REPO, TINY_BERT
 
 OPTIONAL = {"wandb": "wandb", "tensorboard": "tensorboard", "matplotlib": "report",
-            "hydra_plugins.hydra_submitit_launcher": "slurm"}  # module -> extra
+            "hydra_plugins.hydra_submitit_launcher": "slurm", "seqeval": "ner"}  # module -> extra
 
 
 def _missing(extra: str, what: str) -> str:

@@ -16,6 +16,9 @@ from lightning_llm.errors import UserError
 from lightning_llm.modules.base import HFTaskModule
 from lightning_llm.runtime.extras import require_extra
 
+_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")  # IOB1/IOB2/IOE/IOBES/BILOU chunk prefixes
+_AVERAGES = {"micro avg", "macro avg", "weighted avg"}
+
 
 class SeqevalMetric(Metric):
     """seqeval's entity-level micro precision/recall/F1, per-type F1 and token accuracy over a whole split.
@@ -44,7 +47,7 @@ class SeqevalMetric(Metric):
 
     def sequences(self) -> tuple[list[list[str]], list[list[str]]]:
         """(true tags, predicted tags) per sentence, as names."""
-        if not self.lengths:
+        if isinstance(self.lengths, list) and not self.lengths:  # after a DDP sync the states are tensors
             return [], []
         lengths = dim_zero_cat(self.lengths).tolist()
         names = self.label_names
@@ -67,9 +70,10 @@ class SeqevalMetric(Metric):
                   "f1": metrics.f1_score(truth, pred, zero_division=0),
                   "acc": metrics.accuracy_score(truth, pred)}
         report = metrics.classification_report(truth, pred, output_dict=True, zero_division=0)
-        for name, scores in report.items():
-            if name not in ("micro avg", "macro avg", "weighted avg"):
-                values[f"f1_{name}"] = scores["f1-score"]
+        # Every type the tag names define, present in this split or not, so each epoch logs the same keys.
+        types = {name[2:] for name in self.label_names if name[:2] in _PREFIXES} | set(report) - _AVERAGES
+        for name in sorted(types):
+            values[f"f1_{name}"] = report.get(name, {}).get("f1-score", 0.0)
         return {name: float(value) for name, value in values.items()}
 
 
