@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lightning_llm.data.sources import load_raw
 from lightning_llm.errors import UserError
 from lightning_llm.train import train
 from tests.conftest import TINY_BERT
@@ -54,3 +55,13 @@ def test_bad_input_is_one_clear_line(compose_cfg, files, tmp_path: Path, overrid
     assert message in str(err.value)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_empty_jsonl_split_is_named(tmp_path: Path) -> None:
+    (tmp_path / "train.jsonl").write_text('{"text": "a good film", "label": 1}\n')
+    (tmp_path / "test.jsonl").write_text("\n")
+    with pytest.raises(UserError, match=r"^data.test_file: .*test.jsonl has no rows \(the test split is empty\)$"):
+        load_raw(dataset_name=None, dataset_config=None, cache_dir=str(tmp_path / "cache"), bundled={},
+                 files={"train": str(tmp_path / "train.jsonl"), "validation": None,
+                        "test": str(tmp_path / "test.jsonl")},
+                 split_names={"train": "train", "validation": "validation", "test": "test"})

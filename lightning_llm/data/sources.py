@@ -41,6 +41,8 @@ def load_raw(*, dataset_name: str | None, dataset_config: str | None, files: dic
     for split, path in given.items():
         if not Path(path).is_file():
             raise UserError(f"data.{split}_file: file not found: {path}")
+        if not Path(path).read_bytes()[:4096].strip():  # (an empty JSONL makes `datasets` raise StopIteration)
+            raise UserError(f"data.{split}_file: {path} has no rows (the {split} split is empty)")
         builders.add(builder_for(path, f"data.{split}_file"))
     if len(builders) > 1:
         raise UserError(f"data.*_file: all files must share one format, got {sorted(builders)}")
