@@ -31,9 +31,10 @@ class HFTaskModule(pl.LightningModule):
     `tokenizer_kind` (what to train for a from-scratch model without a tokenizer), `monitor` and
     `optimized_metric` (name, "min"|"max": what checkpoints/early stopping watch and what sweeps optimize, unless
     the config says otherwise), `best_metric` (a validation metric whose best-so-far value is logged as
-    `<name>_best`), and `data_kwargs` (constructor arguments only a data module provides, see
-    `CachedTextDataModule.model_kwargs`). It implements `make_metrics` and `update_metrics`, and `compute_metrics`
-    when a metric's `compute()` is not already the dict of values to log.
+    `<name>_best` and kept in checkpoints), `progress_bar_metrics` (the val metrics the bar shows; None: all) and
+    `data_kwargs` (constructor arguments only a data module provides, see `CachedTextDataModule.model_kwargs`).
+    It implements `make_metrics` and `update_metrics`, and `compute_metrics` when a metric's `compute()` is not
+    already the dict of values to log.
 
     Hyper-parameters are primitives only, so checkpoints load with `weights_only=True`; the model's config is saved
     in them, so restoring never needs the hub.
@@ -45,6 +46,7 @@ class HFTaskModule(pl.LightningModule):
     monitor: ClassVar[tuple[str, str]] = ("val/loss", "min")
     optimized_metric: ClassVar[tuple[str, str]] = ("val/loss", "min")
     best_metric: ClassVar[tuple[str, str] | None] = None
+    progress_bar_metrics: ClassVar[frozenset[str] | None] = None  # val metrics shown in the bar (None: all)
     # Filled by the builders from the tokenizer (all tasks) or by the data module (per task): never configured.
     derived_kwargs: ClassVar[frozenset[str]] = frozenset({"vocab_size", "special_token_ids", "hf_config"})
     data_kwargs: ClassVar[frozenset[str]] = frozenset()
@@ -153,7 +155,9 @@ class HFTaskModule(pl.LightningModule):
         for metric in metrics.modules():
             if isinstance(metric, Metric):
                 metric.reset()
-        self.log_dict(values, prog_bar=stage == "val")
+        shown = self.progress_bar_metrics
+        for name, value in values.items():
+            self.log(name, value, prog_bar=stage == "val" and (shown is None or name.split("/", 1)[1] in shown))
         return values
 
     def on_validation_epoch_end(self) -> None:

@@ -87,6 +87,7 @@ class TokenClassificationModule(HFTaskModule):
     tokenizer_kind = "wordpiece"
     monitor = ("val/f1", "max")
     optimized_metric = ("val/f1", "max")
+    progress_bar_metrics = frozenset({"loss", "f1"})
     data_kwargs = frozenset({"label_names", "baseline_f1", "baseline_acc"})
 
     def __init__(self, *, num_labels: Positive[int] | None = None, label_names: list[str] | None = None,
