@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,6 @@ from transformers import (
     TextStreamer,
     set_seed,
 )
-from transformers.utils import logging as hf_logging
 
 from lightning_llm.config import CONFIG_PATH
 from lightning_llm.data.tokenizers import load_tokenizer
@@ -33,6 +30,7 @@ from lightning_llm.modules.generation import generate_ids
 from lightning_llm.runtime.builders import tokenizer_dir
 from lightning_llm.runtime.checkpoints import load_module, run_dir_of
 from lightning_llm.runtime.cli import launch, run_or_exit
+from lightning_llm.runtime.console import hf_progress_bars_off
 
 _CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -136,18 +134,6 @@ def _from_pretrained(name: str, trust_remote_code: bool) -> tuple[PreTrainedMode
     return model, load_tokenizer(name, "model_path", trust_remote_code)
 
 
-@contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """Loading bars would interleave with the streamed text (and precede a one-line error)."""
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
 def load_for_generation(model_path: str, trust_remote_code: bool = False) -> tuple[PreTrainedModel, Any]:
     """(HF model in eval mode, tokenizer) from a .ckpt, a run dir (hf_model/ or best checkpoint), an HF dir or a
     hub id."""
@@ -181,7 +167,7 @@ def generate(cfg: DictConfig) -> list[dict[str, Any]]:
     """Check settings, load, generate, print (or stream) and write JSONL; returns the records."""
     check_settings(cfg)
     prompts = read_prompts(cfg)
-    with _no_progress_bars():
+    with hf_progress_bars_off():  # loading bars would interleave with the streamed text
         model, tokenizer = load_for_generation(str(cfg.model_path), bool(cfg.trust_remote_code))
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device=device, dtype=_DTYPES[cfg.dtype] if cfg.dtype else None)
