@@ -98,8 +98,10 @@ class CachedTextDataModule(pl.LightningDataModule):
 
     # ----------------------------------------------------------------- raw data
     def load_raw(self) -> DatasetDict:
-        raw = load_raw(dataset_name=self.dataset_name, dataset_config=self.dataset_config, files=self.files,
-                       split_names=self.split_names, cache_dir=str(self.cache_dir / "raw"), bundled=self._bundled)
+        with progress_bars(enabled=bool(self.dataset_name)):  # hub downloads show progress; local files take ~1 s
+            raw = load_raw(dataset_name=self.dataset_name, dataset_config=self.dataset_config, files=self.files,
+                           split_names=self.split_names, cache_dir=str(self.cache_dir / "raw"),
+                           bundled=self._bundled)
         if "validation" not in raw and "train" in raw:
             parts = raw["train"].train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
             raw = DatasetDict({**raw, "train": parts["train"], "validation": parts["test"]})
@@ -147,8 +149,7 @@ class CachedTextDataModule(pl.LightningDataModule):
         with FileLock(str(self.cache_path) + ".lock"):
             if (self.cache_path / "dataset_dict.json").exists():
                 return
-            # Hub downloads keep their progress bars; local files take seconds, their nine bars are noise.
-            with progress_bars(enabled=bool(self.dataset_name)):
+            with progress_bars(enabled=bool(self.dataset_name)):  # tokenizing local data takes seconds
                 processed, meta = self._process(self.load_raw())
             tmp = self.cache_path.with_name(self.cache_path.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
