@@ -157,5 +157,5 @@ def test_empty_corpus_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error" in line.lower()]
-    assert errors == ["error: data: the training corpus is empty, cannot train a tokenizer on it"]
+    assert errors == [f"error: data.train_file: {empty} has no rows (the train split is empty)"]
     assert "Traceback" not in err

@@ -24,7 +24,8 @@ from lightning_llm.runtime.extras import check_command_line, require_extra
 from tests.conftest import REPO, TINY_BERT
 
 OPTIONAL = {"wandb": "wandb", "tensorboard": "tensorboard", "matplotlib": "report",
-            "hydra_plugins.hydra_submitit_launcher": "slurm", "seqeval": "ner"}  # module -> extra
+            "hydra_plugins.hydra_submitit_launcher": "slurm", "seqeval": "ner",
+            "sacrebleu": "seq2seq", "rouge_score": "seq2seq"}  # module -> extra
 
 
 def _missing(extra: str, what: str) -> str:

@@ -1,0 +1,224 @@
+"""Sequence-to-sequence (translation, summarization): an encoder-decoder trained with teacher forcing and scored
+on what `generate` produces: sacrebleu corpus BLEU/chrF and rouge-score ROUGE over the whole split."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, Metric
+from torchmetrics.utilities import dim_zero_cat
+from transformers import AutoModelForSeq2SeqLM
+
+from lightning_llm.config.schema import NonNegative, Positive, UnitFraction
+from lightning_llm.data.seq2seq import seq2seq_scores
+from lightning_llm.errors import UserError
+from lightning_llm.modules.base import HFTaskModule
+from lightning_llm.runtime.extras import require_extra
+from lightning_llm.utils.io import write_json_atomic
+
+# The generic size fields (hidden_size, num_hidden_layers: encoder and decoder each, num_attention_heads,
+# intermediate_size) -> each architecture's names, for what HF's attribute_map does not already cover
+# (T5: hidden_size/num_hidden_layers/num_attention_heads; BART/Marian: hidden_size, num_hidden_layers and
+# num_attention_heads of the encoder only).
+_DECODER_START = {"t5": "pad", "mt5": "pad", "umt5": "pad", "bart": "eos", "mbart": "eos", "marian": "pad"}
+
+
+def _architecture_fields(model_type: str, layers: int | None, heads: int | None, hidden: int | None,
+                         ffn: int | None) -> dict[str, Any]:
+    if model_type in ("t5", "mt5", "umt5"):
+        fields = {"num_decoder_layers": layers, "d_ff": ffn,
+                  "d_kv": hidden // heads if hidden and heads else None}
+    else:  # BART-style configs: bart, mbart, marian, pegasus, ...
+        fields = {"decoder_layers": layers, "decoder_attention_heads": heads, "encoder_ffn_dim": ffn,
+                  "decoder_ffn_dim": ffn}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+class GenerationMetric(Metric):
+    """Generated token ids, reference (label) ids and source ids of a whole split, in list states reduced by
+    concatenation: under DDP every rank's examples are gathered, then decoded and scored once as one corpus
+    (corpus BLEU is not a mean of batch BLEUs). Set `tokenizer` before `compute()`."""
+
+    full_state_update = False
+
+    def __init__(self, pad_token_id: int | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pad_token_id = pad_token_id
+        self.tokenizer: Any = None
+        for name in ("preds", "pred_lengths", "refs", "ref_lengths", "sources", "source_lengths"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def _add(self, ids: torch.Tensor, keep: torch.Tensor, values: str, lengths: str) -> None:
+        getattr(self, values).append(ids[keep].long())
+        getattr(self, lengths).append(keep.sum(-1).long())
+
+    def update(self, generated: torch.Tensor, labels: torch.Tensor, input_ids: torch.Tensor,
+               attention_mask: torch.Tensor) -> None:
+        pad = self.pad_token_id
+        self._add(generated, generated != pad if pad is not None else torch.ones_like(generated, dtype=torch.bool),
+                  "preds", "pred_lengths")
+        self._add(labels, labels != -100, "refs", "ref_lengths")
+        self._add(input_ids, attention_mask.bool(), "sources", "source_lengths")
+
+    def _sequences(self, values: str, lengths: str) -> list[list[int]]:
+        flat, sizes = dim_zero_cat(getattr(self, values)).tolist(), dim_zero_cat(getattr(self, lengths)).tolist()
+        out, start = [], 0
+        for n in sizes:
+            out.append(flat[start:start + n])
+            start += n
+        return out
+
+    def texts(self) -> dict[str, list[str]]:
+        """Decoded `source`, `reference` and `prediction` strings, one per example (special tokens dropped)."""
+        if isinstance(self.preds, list) and not self.preds:  # after a DDP sync the states are tensors
+            return {"source": [], "reference": [], "prediction": []}
+        if self.tokenizer is None:
+            raise RuntimeError("GenerationMetric.tokenizer must be set before compute()")
+        decode = self.tokenizer.batch_decode
+        return {name: [text.strip() for text in decode(self._sequences(values, lengths), skip_special_tokens=True)]
+                for name, values, lengths in (("source", "sources", "source_lengths"),
+                                              ("reference", "refs", "ref_lengths"),
+                                              ("prediction", "preds", "pred_lengths"))}
+
+    def compute(self) -> dict[str, Any]:
+        texts = self.texts()
+        if not texts["prediction"]:
+            return {}
+        values = seq2seq_scores(texts["prediction"], texts["reference"])
+        values["gen_len"] = float(dim_zero_cat(self.pred_lengths).float().mean())
+        return values
+
+
+class Seq2SeqModule(HFTaskModule):
+    """Logs `train/loss` and, for `val`/`test`: `loss` (teacher-forced, mean over target tokens), `bleu`, `chrf`
+    (sacrebleu corpus scores, default settings), `rouge1`, `rouge2`, `rougeL`, `rougeLsum` (rouge-score F-measure
+    with stemming, mean over examples, x100) and `gen_len` (mean generated tokens), from `model.generate` with
+    `generation_num_beams`, `generation_max_new_tokens`, `length_penalty`, `no_repeat_ngram_size` (also saved as
+    the export's generation_config). `eval_generation_samples` limits generation in validation to the first N
+    examples of each epoch (per process; null = all); test always generates for every example.
+
+    Each stage writes `predictions_<stage>.jsonl` (source, reference, prediction) and `sacrebleu_<stage>.json`
+    (the scores and sacrebleu's signatures) into the run directory (rank 0).
+    """
+
+    auto_class = AutoModelForSeq2SeqLM
+    task = "seq2seq"
+    tokenizer_kind = "sentencepiece"
+    monitor = ("val/loss", "min")
+    optimized_metric = ("val/bleu", "max")
+    best_metric = ("val/bleu", "max")
+    data_kwargs = frozenset({"baselines"})
+
+    def __init__(self, *, model_type: str = "t5", generation_num_beams: Positive[int] = 1,
+                 generation_max_new_tokens: Positive[int] = 64, length_penalty: float = 1.0,
+                 no_repeat_ngram_size: NonNegative[int] = 0, eval_generation_samples: Positive[int] | None = None,
+                 baselines: dict[str, float] | None = None, tokenizer_vocab_size: Positive[int] = 4000,
+                 learning_rate: Positive[float] = 1e-3, warmup_ratio: UnitFraction = 0.05, **kwargs: Any) -> None:
+        scratch = not kwargs.get("pretrained_model_name_or_path") and kwargs.get("hf_config") is None
+        special = kwargs.get("special_token_ids") or {}
+        self._scratch_fields: dict[str, Any] = {}
+        if scratch:
+            self._scratch_fields = _architecture_fields(
+                model_type, kwargs.get("num_hidden_layers"), kwargs.get("num_attention_heads"),
+                kwargs.get("hidden_size"), kwargs.get("intermediate_size"))
+            start = _DECODER_START.get(model_type, "pad")
+            token = special.get(f"{start}_token_id")
+            if token is not None:
+                self._scratch_fields["decoder_start_token_id"] = token
+            if "eos_token_id" in special:
+                self._scratch_fields["forced_eos_token_id"] = special["eos_token_id"]
+                if model_type in ("bart", "mbart") and "bos_token_id" not in special:
+                    self._scratch_fields["bos_token_id"] = special["eos_token_id"]
+            if model_type in ("t5", "mt5", "umt5") and kwargs.get("dropout") is not None:
+                self._scratch_fields["dropout_rate"] = kwargs["dropout"]
+        super().__init__(model_type=model_type, tokenizer_vocab_size=tokenizer_vocab_size,
+                         learning_rate=learning_rate, warmup_ratio=warmup_ratio, **kwargs)
+        require_extra("sacrebleu", "seq2seq", "model=seq2seq")  # fail before training, not at validation
+        require_extra("rouge_score", "seq2seq", "model=seq2seq")
+        if not getattr(self.model.config, "is_encoder_decoder", False):
+            raise UserError(f"model=seq2seq needs an encoder-decoder model, {self.model.config.model_type!r} is not "
+                            f"one (use model=gpt for decoder-only models)")
+        config, gen = self.model.config, self.model.generation_config
+        gen.num_beams, gen.max_new_tokens = generation_num_beams, generation_max_new_tokens
+        gen.length_penalty, gen.no_repeat_ngram_size = length_penalty, no_repeat_ngram_size
+        for key in ("decoder_start_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(gen, key, None) is None and getattr(config, key, None) is not None:
+                setattr(gen, key, getattr(config, key))
+        if gen.decoder_start_token_id is None:
+            raise UserError("model: no decoder_start_token_id in the model config: set "
+                            "+model.config_overrides.decoder_start_token_id=<id>")
+        self._generated = 0
+
+    def task_config(self) -> dict[str, Any]:
+        return dict(self._scratch_fields)
+
+    def make_metrics(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"loss": MeanMetric(), "generation": GenerationMetric(self.model.config.pad_token_id)})
+
+    # ----------------------------------------------------------------- evaluation
+    def on_validation_epoch_start(self) -> None:
+        self._generated = 0
+
+    def _wants_generation(self, size: int) -> bool:
+        """Always in test; in validation not during the sanity check and only up to `eval_generation_samples`."""
+        if self.trainer.testing:
+            return True
+        limit = self.hparams.eval_generation_samples
+        if self.trainer.sanity_checking or (limit is not None and self._generated >= limit):
+            return False
+        self._generated += size
+        return True
+
+    def update_metrics(self, metrics: nn.ModuleDict, batch: dict[str, torch.Tensor]) -> None:
+        out = self.model(**batch)
+        labels = batch["labels"]
+        metrics["loss"].update(out.loss.detach(), weight=int((labels != -100).sum()))
+        if self._wants_generation(labels.shape[0]):
+            generated = self.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                            generation_config=self.model.generation_config)
+            metrics["generation"].update(generated, labels, batch["input_ids"], batch["attention_mask"])
+
+    def compute_metrics(self, metrics: nn.ModuleDict) -> dict[str, Any]:
+        generation = metrics["generation"]
+        generation.tokenizer = self._tokenizer()
+        scores = generation.compute()
+        signature = scores.pop("signature", None)
+        if not self.trainer.sanity_checking and signature is not None:
+            self._write_predictions(generation.texts(), scores, signature)
+        return {"loss": float(metrics["loss"].compute()), **{k: float(v) for k, v in scores.items()}}
+
+    def _tokenizer(self) -> Any:
+        tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
+        if tokenizer is None:
+            raise UserError("seq2seq metrics decode with the data module's tokenizer: pass datamodule= to the trainer")
+        return tokenizer
+
+    def _write_predictions(self, texts: dict[str, list[str]], scores: dict[str, Any], signature: dict) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        stage = "test" if self.trainer.testing else "val"
+        run = Path(self.trainer.default_root_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        rows = (json.dumps({"source": s, "reference": r, "prediction": p}, ensure_ascii=False) + "\n"
+                for s, r, p in zip(texts["source"], texts["reference"], texts["prediction"]))
+        (run / f"predictions_{stage}.jsonl").write_text("".join(rows), encoding="utf-8")
+        write_json_atomic(run / f"sacrebleu_{stage}.json", {"signature": signature, "examples": len(texts["prediction"]),
+                                                            **{f"{stage}/{k}": v for k, v in scores.items()}})
+
+    def fit_summary(self, metrics: Mapping[str, Any]) -> str | None:
+        base = self.hparams.get("baselines") or {}
+        parts = []
+        for name in ("bleu", "chrf", "rougeL"):
+            value = metrics.get(f"val/{name}")
+            if value is None:
+                continue
+            ref = [f"{label} {base[f'{key}_{name}']:.1f}" for key, label in (("copy", "copy-source"),
+                                                                               ("lead", "lead-1"))
+                   if f"{key}_{name}" in base]
+            parts.append(f"val/{name} {float(value):.1f}" + (f" (vs {', '.join(ref)})" if ref else ""))
+        return "; ".join(parts) if parts else None

@@ -1,0 +1,311 @@
+"""Extractive QA: doc-stride windows and answer positions, n-best post-processing across windows (against a
+transcription of run_qa's loop), SQuAD v1.1 EM/F1 by hand, a tiny run end to end, bad answers in one line, and the
+demo learning far above the first-sentence baseline (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import AutoConfig, PreTrainedTokenizerFast
+
+from lightning_llm.config import CONFIG_DIR
+from lightning_llm.data.question_answering import (
+    QuestionAnsweringDataModule,
+    exact_match_score,
+    f1_score,
+    normalize_answer,
+    read_nested_squad,
+    squad_scores,
+)
+from lightning_llm.data.sources import BUNDLED_DIR
+from lightning_llm.errors import UserError
+from lightning_llm.modules.question_answering import NO_ANSWER, SquadMetric
+from lightning_llm.train import train
+
+TINY = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
+        "model.intermediate_size=64", "model.tokenizer_vocab_size=300"]
+RUN = ["model=extractive_qa", "data=question_answering", *TINY, "data.batch_size=8", "data.max_length=64",
+       "data.doc_stride=16", "trainer.max_epochs=1", "++trainer.limit_train_batches=3",
+       "++trainer.limit_val_batches=2", "++trainer.limit_test_batches=2", "callbacks.rich_progress_bar=null"]
+
+
+def _compose(run_dir: Path, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.log_dir = str(run_dir.parent / "logs")
+        del cfg["hydra"]
+    return cfg
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def _bundled(n: int, start: int = 0) -> list[dict]:
+    lines = (BUNDLED_DIR / "qa_train.jsonl").read_text().splitlines()[start:start + n]
+    return [json.loads(line) for line in lines]
+
+
+# A long context of known words (one token each): windows of 24 tokens with a question of 4 + 3 special tokens
+# leave 17 context tokens per window, overlapping by 6.
+FILLER = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
+CONTEXT = " ".join(FILLER[:14]) + " . the tower stands in new paris city . " + " ".join(FILLER * 2) + " ."
+QUESTION = "where is the tower ?"
+ANSWER = "new paris city"
+VOCAB = sorted(set(CONTEXT.split()) | set(QUESTION.split()) | {"where", "is"})
+
+
+def _wordpiece(vocab: list[str]) -> PreTrainedTokenizerFast:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(specials + vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]",
+                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def _row(i: int, context: str = CONTEXT, question: str = QUESTION, answer: str = ANSWER, start: int | None = None):
+    return {"id": f"q{i}", "question": question, "context": context,
+            "answers": {"text": [answer], "answer_start": [context.index(answer) if start is None else start]}}
+
+
+def _datamodule(tmp_path: Path, files: dict[str, str], **kwargs) -> QuestionAnsweringDataModule:
+    dm = QuestionAnsweringDataModule(tokenizer=_wordpiece(VOCAB), cache_dir=str(tmp_path / "cache"),
+                                     **{f"{split}_file": path for split, path in files.items()}, **kwargs)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_windows_and_answer_positions(tmp_path: Path) -> None:
+    rows = [_row(0), _row(1, question="what is first ?", answer="alpha bravo")]
+    files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
+    dm = _datamodule(tmp_path, files, max_length=24, doc_stride=6)
+    train, val = dm.datasets["train"], dm.datasets["validation"]
+    assert len(train) == len(val) > 2 * len(rows)  # several windows per question
+    assert train["start_positions"] == val["start_positions"] and train["end_positions"] == val["end_positions"]
+    assert "offset_start" not in train.column_names
+    for row, answer in enumerate([ANSWER, "alpha bravo"]):
+        windows = [f for f in val if f["example_index"] == row]
+        assert len(windows) >= 3
+        inside = 0
+        for f in windows:
+            assert len(f["input_ids"]) <= 24
+            context_chars = [(s, e) for s, e in zip(f["offset_start"], f["offset_end"]) if s >= 0]
+            lo, hi = context_chars[0][0], context_chars[-1][1]
+            start, end = f["start_positions"], f["end_positions"]
+            if lo <= CONTEXT.index(answer) and CONTEXT.index(answer) + len(answer) <= hi:
+                inside += 1
+                assert 0 < start <= end
+                assert CONTEXT[f["offset_start"][start]:f["offset_end"][end]] == answer
+            else:
+                assert start == end == 0  # [CLS]
+            assert f["input_ids"][0] == dm.tokenizer.cls_token_id
+            # offsets: -1 exactly on the question and special tokens
+            assert [s >= 0 for s in f["offset_start"]] == [t == 1 for t in
+                                                           f["token_type_ids"][:-1]] + [False]
+            assert f["context"] == CONTEXT and f["answers"] == [answer]
+        assert inside >= 1 and inside < len(windows)
+    batch = dm.collate_fn([dict(f) for f in val.select(range(3))])
+    assert batch["offset_start"].shape == batch["input_ids"].shape and batch["input_ids"].shape[1] % 8 == 0
+    pad = batch["attention_mask"] == 0
+    assert (batch["offset_start"][pad] == -1).all() and (batch["offset_end"][pad] == -1).all()
+    assert batch["context"] == [CONTEXT] * 3 and batch["example_index"].tolist() == val["example_index"][:3]
+    assert set(dm.collate_fn([dict(f) for f in train.select(range(3))])) == \
+        {"input_ids", "token_type_ids", "attention_mask", "start_positions", "end_positions"}
+
+
+def test_nested_squad_json_is_flattened(tmp_path: Path) -> None:
+    nested = {"version": "1.1", "data": [{"title": "t", "paragraphs": [
+        {"context": CONTEXT, "qas": [{"id": "a", "question": QUESTION,
+                                      "answers": [{"text": ANSWER, "answer_start": CONTEXT.index(ANSWER)}] * 2}]}]}]}
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(nested))
+    assert read_nested_squad(str(path)) == [{"id": "a", "question": QUESTION, "context": CONTEXT, "answers": {
+        "text": [ANSWER, ANSWER], "answer_start": [CONTEXT.index(ANSWER)] * 2}}]
+    dm = _datamodule(tmp_path, {"train": str(path), "validation": str(path)}, max_length=24, doc_stride=6)
+    assert dm.counts["validation"]["examples"] == 1 and dm.counts["validation"]["features"] > 1
+
+
+def test_squad_normalisation_and_scores_by_hand() -> None:
+    assert normalize_answer("  The Cat, (sat) on A mat!  ") == "cat sat on mat"
+    assert normalize_answer("an Apple-pie") == "applepie"  # punctuation removed, not split on
+    assert normalize_answer("theatre") == "theatre"  # articles only as whole words
+    assert exact_match_score("the Eiffel Tower", "Eiffel tower.") == 1.0
+    assert exact_match_score("Eiffel Tower in Paris", "the Eiffel Tower") == 0.0
+    assert f1_score("Eiffel Tower in Paris", "the Eiffel Tower") == pytest.approx(2 / 3)  # P 2/4, R 2/2
+    assert f1_score("a the", "the") == 0.0  # nothing left to compare
+    assert f1_score("cat cat dog", "cat dog dog") == pytest.approx(2 / 3)  # multiset overlap 2
+    scores = squad_scores(["Paris", "a dog", "Paris France"], [["paris", "Paris, France"], ["cat"],
+                                                               ["Paris", "France"]])
+    assert scores["exact_match"] == pytest.approx(1 / 3)  # max over gold answers, mean over questions
+    assert scores["f1"] == pytest.approx((1 + 0 + 2 / 3) / 3)
+
+
+def _reference_postprocess(features: list[dict], n_best: int, max_len: int) -> dict[int, str]:
+    """transformers' examples/pytorch/question-answering/utils_qa.py postprocess_qa_predictions (SQuAD v1),
+    transcribed: n-best start/end indexes per feature, valid pairs, best score over all features of an example."""
+    prelim: dict[int, list[tuple[float, tuple[int, int]]]] = {}
+    contexts = {}
+    for f in features:
+        start_logits, end_logits, offsets = f["start"], f["end"], f["offsets"]
+        contexts[f["example"]] = f["context"]
+        cands = prelim.setdefault(f["example"], [])
+        for s in np.argsort(start_logits)[-1:-n_best - 1:-1].tolist():
+            for e in np.argsort(end_logits)[-1:-n_best - 1:-1].tolist():
+                if s >= len(offsets) or e >= len(offsets) or offsets[s] is None or offsets[e] is None:
+                    continue
+                if e < s or e - s + 1 > max_len:
+                    continue
+                cands.append((start_logits[s] + end_logits[e], (offsets[s][0], offsets[e][1])))
+    out = {}
+    for example, cands in prelim.items():
+        best = sorted(cands, key=lambda c: c[0], reverse=True)[:n_best]
+        text = contexts[example][best[0][1][0]:best[0][1][1]] if best else ""
+        out[example] = text if text else NO_ANSWER
+    return out
+
+
+def _batch(features: list[dict], width: int) -> dict:
+    """Features (variable length) as the evaluation collator would pad them, with their logits."""
+    n = len(features)
+    batch = {"example_index": torch.tensor([f["example"] for f in features]),
+             "offset_start": torch.full((n, width), -1), "offset_end": torch.full((n, width), -1),
+             "attention_mask": torch.zeros(n, width, dtype=torch.long), "context": [f["context"] for f in features],
+             "answers": [f["answers"] for f in features]}
+    start, end = torch.randn(n, width) * 5, torch.randn(n, width) * 5  # garbage in the padding: ignored
+    for i, f in enumerate(features):
+        length = len(f["offsets"])
+        batch["attention_mask"][i, :length] = 1
+        start[i, :length], end[i, :length] = torch.tensor(f["start"]), torch.tensor(f["end"])
+        for j, off in enumerate(f["offsets"]):
+            if off is not None:
+                batch["offset_start"][i, j], batch["offset_end"][i, j] = off
+    return {"batch": batch, "start": start, "end": end}
+
+
+def test_post_processing_picks_the_best_span_across_windows() -> None:
+    context = "aa bb cc dd ee ff"  # words at 0, 3, 6, 9, 12, 15
+    words = [(0, 2), (3, 5), (6, 8), (9, 11), (12, 14), (15, 17)]
+    # window 1: [CLS] q [SEP] aa bb cc dd [SEP]; window 2: [CLS] q [SEP] cc dd ee ff [SEP]
+    w1 = [None, None, None, *words[:4], None]
+    w2 = [None, None, None, *words[2:], None]
+    neg = -10.0
+    s1, e1, s2, e2 = [[neg] * 8 for _ in range(4)]
+    s1[1] = e1[1] = 50.0  # the question token: highest, not in the context
+    s1[4], e1[5] = 3.0, 3.0  # "bb cc" = 6
+    s1[6], e1[3] = 9.0, 9.0  # end before start: invalid
+    s2[3], e2[6] = 4.0, 3.4  # "cc .. ff" = 7.4: the best valid span, in the second window
+    s2[5], e2[5] = 3.5, 3.0  # "ee" = 6.5, "cc dd ee" = 7, "ee ff" = 6.9
+    features = [{"example": 0, "context": context, "answers": ["cc dd ee ff"], "offsets": w1, "start": s1, "end": e1},
+                {"example": 0, "context": context, "answers": ["cc dd ee ff"], "offsets": w2, "start": s2, "end": e2}]
+    assert _reference_postprocess(features, 20, 30) == {0: "cc dd ee ff"}
+    metric = SquadMetric(n_best_size=20, max_answer_length=30)
+    b = _batch(features, 16)
+    metric.update(b["start"], b["end"], b["batch"])
+    assert metric.predictions() == {0: ("cc dd ee ff", ["cc dd ee ff"])}
+    assert metric.compute() == {"exact_match": 1.0, "f1": 1.0}
+    short = SquadMetric(max_answer_length=3)  # "cc dd ee ff" is 4 tokens: "cc dd ee" wins
+    short.update(b["start"], b["end"], b["batch"])
+    assert short.predictions()[0][0] == _reference_postprocess(features, 20, 3)[0] == "cc dd ee"
+
+    # Random logits over many questions of 1-3 windows, in batches: equal to run_qa's loop, small n_best too.
+    gen = np.random.default_rng(0)
+    features, example = [], 0
+    for example in range(30):
+        words, spans, pos = [f"w{example}x{i}" for i in range(12)], [], 0
+        for word in words:
+            spans.append((pos, pos + len(word)))
+            pos += len(word) + 1
+        text = " ".join(words)
+        for first in range(0, int(gen.integers(1, 4)) * 4, 4):
+            offsets = [None, None, *spans[first:first + 6], None]
+            length = len(offsets)
+            features.append({"example": example, "context": text, "answers": [text.split()[3]], "offsets": offsets,
+                             "start": gen.normal(size=length).tolist(), "end": gen.normal(size=length).tolist()})
+    for n_best, max_len in ((20, 30), (3, 2)):
+        metric = SquadMetric(n_best_size=n_best, max_answer_length=max_len)
+        for i in range(0, len(features), 7):
+            b = _batch(features[i:i + 7], 12)
+            metric.update(b["start"], b["end"], b["batch"])
+        ours = {row: pred for row, (pred, _) in metric.predictions().items()}
+        assert ours == _reference_postprocess(features, n_best, max_len)
+    # Under DDP the list states are concatenated across ranks (a fake gather of two identical ranks, as the
+    # distributed sampler's padding repeats samples): each question is still scored once.
+    before = metric.compute()
+    metric.sync(dist_sync_fn=lambda tensor, group=None: [tensor, tensor], distributed_available=lambda: True)
+    assert metric.compute() == before and len(metric.predictions()) == 30
+
+
+@pytest.fixture(scope="module")
+def qa_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One tiny real run on JSONL files shared by the tests below: (run dir, results)."""
+    tmp = tmp_path_factory.mktemp("qa_jsonl")
+    rows = _bundled(90)
+    files = {"train": _write_jsonl(tmp / "train.jsonl", rows[:60]),
+             "validation": _write_jsonl(tmp / "dev.jsonl", rows[60:75]),
+             "test": _write_jsonl(tmp / "test.jsonl", rows[75:])}
+    cfg = _compose(tmp / "run", [*RUN, *(f"data.{split}_file={path}" for split, path in files.items())])
+    results = train(cfg)
+    GlobalHydra.instance().clear()
+    return tmp / "run", results
+
+
+def test_tiny_run_writes_squad_metrics_and_qa_export(qa_run) -> None:
+    run, results = qa_run
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["optimized_metric"]["name"] == "val/f1"
+    for key in ("val/loss", "val/exact_match", "val/f1", "val/first_sentence_f1"):
+        assert key in saved["val"], key
+    for key in ("test/loss", "test/exact_match", "test/f1"):
+        assert key in saved["test"], key
+    assert 0.0 <= saved["val"]["val/exact_match"] <= saved["val"]["val/f1"] <= 1.0
+    assert AutoConfig.from_pretrained(run / "hf_model").architectures == ["BertForQuestionAnswering"]
+
+
+@pytest.mark.parametrize("case", ["answer_start", "missing_column", "doc_stride"])
+def test_bad_input_is_one_line(tmp_path: Path, case: str) -> None:
+    rows = [_row(0), _row(1, answer="alpha bravo")]
+    kwargs: dict = {"max_length": 24, "doc_stride": 6}
+    expected = {"answer_start": "data (validation): 2 of 3 rows have an answers.answer_start that does not point "
+                                "at the answers.text in 'context' (first: row 1)",
+                "missing_column": "data.question_column='query' is not a column of the train split",
+                "doc_stride": "data.doc_stride=20 leaves no room for the context"}[case]
+    val_rows = rows
+    if case == "answer_start":
+        val_rows = [rows[0], _row(1, start=5), _row(2, answer="tower", start=len(CONTEXT) - 2)]
+    elif case == "missing_column":
+        kwargs["question_column"] = "query"
+    else:
+        kwargs["doc_stride"] = 20
+    files = {"train": _write_jsonl(tmp_path / "train.jsonl", rows),
+             "validation": _write_jsonl(tmp_path / "validation.jsonl", val_rows)}
+    with pytest.raises(UserError) as err:
+        _datamodule(tmp_path, files, **kwargs)
+    assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+@pytest.mark.slow
+def test_demo_learns_far_above_the_first_sentence_baseline(tmp_path: Path) -> None:
+    results = train(_compose(tmp_path / "run", ["experiment=qa_demo", "callbacks.rich_progress_bar=null"]))
+    GlobalHydra.instance().clear()
+    val = results["val"]
+    assert val["val/first_sentence_f1"] < 0.15 and val["val/f1"] > val["val/first_sentence_f1"] + 0.3
+    assert results["test"]["test/f1"] > val["val/first_sentence_f1"] + 0.3

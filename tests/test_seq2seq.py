@@ -1,0 +1,241 @@
+"""Sequence-to-sequence: BLEU/chrF equal sacrebleu's corpus scores and ROUGE rouge-score's on the same
+predictions (not a mean of batch scores), labels padded with -100, the nested translation form, a tiny end-to-end
+run (results.json, predictions files that rescore to the logged metrics, an hf_model/ that reloads and generates)
+and bad columns in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from rouge_score import rouge_scorer
+from sacrebleu import corpus_bleu, corpus_chrf, sentence_bleu
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
+
+from lightning_llm.config import CONFIG_DIR
+from lightning_llm.data.seq2seq import Seq2SeqDataModule, seq2seq_scores
+from lightning_llm.data.sources import BUNDLED_DIR
+from lightning_llm.data.tokenizers import train_tokenizer
+from lightning_llm.errors import UserError
+from lightning_llm.modules.seq2seq import GenerationMetric
+from lightning_llm.train import train
+
+TINY = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
+        "model.intermediate_size=64", "model.tokenizer_vocab_size=200", "model.generation_max_new_tokens=12"]
+RUN = ["model=seq2seq", "data=seq2seq", *TINY, "data.batch_size=16", "trainer.max_epochs=1",
+       "++trainer.limit_train_batches=3", "callbacks.rich_progress_bar=null"]
+
+
+def _compose(run_dir: Path, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.log_dir = str(run_dir.parent / "logs")
+        del cfg["hydra"]
+    return cfg
+
+
+def _bundled(name: str, n: int, start: int = 0) -> list[dict]:
+    lines = (BUNDLED_DIR / f"{name}_train.jsonl").read_text().splitlines()[start:start + n]
+    return [json.loads(line) for line in lines]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    rows = _bundled("translation", 300)
+    texts = [r["source"] for r in rows] + [r["target"] for r in rows]
+    return train_tokenizer(texts, "sentencepiece", 200, tmp_path_factory.mktemp("tok"))
+
+
+def _datamodule(tmp_path: Path, tokenizer, files: dict[str, str], **kwargs) -> Seq2SeqDataModule:
+    dm = Seq2SeqDataModule(tokenizer=tokenizer, cache_dir=str(tmp_path / "cache"),
+                           **{f"{split}_file": path for split, path in files.items()}, **kwargs)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+PREDICTIONS = ["the cat sat on the mat .", "a dog runs in the park .", "hello there", "the big red house is old .",
+               "birds fly south"]
+REFERENCES = ["the cat sat on the mat .", "the dog ran in the park .", "hello world said the child .",
+              "the old red house is big .", "birds fly south in winter ."]
+
+
+def _ids(tokenizer, texts: list[str]) -> torch.Tensor:
+    return tokenizer(texts, padding=True, return_tensors="pt")["input_ids"]
+
+
+def test_metric_equals_sacrebleu_and_rouge_score_on_the_whole_corpus(tokenizer) -> None:
+    metric = GenerationMetric(tokenizer.pad_token_id)
+    for part in (slice(0, 2), slice(2, 5)):  # two batches, scored as one corpus
+        preds, refs = PREDICTIONS[part], REFERENCES[part]
+        generated = torch.cat([torch.zeros(len(preds), 1, dtype=torch.long), _ids(tokenizer, preds)], 1)  # start=pad
+        labels = _ids(tokenizer, refs).masked_fill(_ids(tokenizer, refs) == tokenizer.pad_token_id, -100)
+        encoded = tokenizer(refs, padding=True, return_tensors="pt")
+        metric.update(generated, labels, encoded["input_ids"], encoded["attention_mask"])
+    metric.tokenizer = tokenizer
+    texts = metric.texts()
+    assert texts["prediction"] == PREDICTIONS and texts["reference"] == REFERENCES
+    values = metric.compute()
+    assert values["bleu"] == pytest.approx(corpus_bleu(PREDICTIONS, [REFERENCES]).score, abs=1e-6)
+    assert values["chrf"] == pytest.approx(corpus_chrf(PREDICTIONS, [REFERENCES]).score, abs=1e-6)
+    mean_sentence = sum(sentence_bleu(p, [r]).score for p, r in zip(PREDICTIONS, REFERENCES)) / len(PREDICTIONS)
+    batch_mean = (corpus_bleu(PREDICTIONS[:2], [REFERENCES[:2]]).score
+                  + corpus_bleu(PREDICTIONS[2:], [REFERENCES[2:]]).score) / 2
+    assert abs(values["bleu"] - mean_sentence) > 1 and abs(values["bleu"] - batch_mean) > 0.5
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
+    scores = [scorer.score(r, p) for p, r in zip(PREDICTIONS, REFERENCES)]  # one sentence each: no newlines
+    for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert values[name] == pytest.approx(100 * sum(s[name].fmeasure for s in scores) / len(scores), abs=1e-6)
+    assert values["signature"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+    # Under DDP the list states are concatenated across ranks (a fake gather of two identical ranks).
+    metric.sync(dist_sync_fn=lambda tensor, group=None: [tensor, tensor], distributed_available=lambda: True)
+    assert metric.texts()["prediction"] == PREDICTIONS * 2
+
+
+def test_rouge_lsum_scores_newline_split_sentences() -> None:
+    pred, ref = "Anna opened the shop. It rained all day.", "It rained all day. Anna opened the shop."
+    values = seq2seq_scores([pred], [ref])
+    scorer = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
+    split = scorer.score("It rained all day.\nAnna opened the shop.", "Anna opened the shop.\nIt rained all day.")
+    assert values["rougeLsum"] == pytest.approx(100 * split["rougeLsum"].fmeasure) and values["rougeLsum"] == 100
+    assert values["rougeL"] < values["rougeLsum"]
+
+
+def test_labels_are_padded_with_minus_100(tmp_path: Path, tokenizer) -> None:
+    rows = _bundled("translation", 20)
+    files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
+    dm = _datamodule(tmp_path, tokenizer, files, source_prefix="translate ", max_target_length=6)
+    first = dm.datasets["train"][0]
+    assert tokenizer.decode(first["input_ids"], skip_special_tokens=True) == "translate " + rows[0]["source"]
+    assert len(first["labels"]) <= 6 and first["labels"][-1] == tokenizer.eos_token_id
+    examples = [dm.datasets["train"][i] for i in range(4)]
+    batch = dm.collate_fn(examples)
+    reference = DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8)(examples)
+    assert {key: torch.equal(batch[key], reference[key]) for key in reference} == dict.fromkeys(reference, True)
+    assert (batch["labels"] == -100).any() and batch["labels"].shape[1] % 8 == 0
+    assert set(dm.model_kwargs()["baselines"]) >= {"copy_bleu", "lead_rougeL"}
+
+
+def test_nested_translation_form(tmp_path: Path, tokenizer) -> None:
+    rows = [{"translation": {"en": r["source"], "zx": r["target"]}, "id": i}
+            for i, r in enumerate(_bundled("translation", 10))]
+    files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
+    dm = _datamodule(tmp_path, tokenizer, files, source_lang="en", target_lang="zx")
+    assert tokenizer.decode(dm.datasets["validation"][3]["labels"], skip_special_tokens=True) == \
+        rows[3]["translation"]["zx"]
+    assert tokenizer.decode(dm.datasets["validation"][3]["input_ids"], skip_special_tokens=True) == \
+        rows[3]["translation"]["en"]
+    texts = list(dm.training_texts())
+    assert rows[0]["translation"]["en"] in texts and rows[0]["translation"]["zx"] in texts
+    with pytest.raises(UserError, match=r"^data.target_lang='de' is not a language of the 'translation' column"):
+        _datamodule(tmp_path / "de", tokenizer, files, source_lang="en", target_lang="de")
+
+
+@pytest.mark.parametrize("case", ["missing_column", "empty_target", "one_lang"])
+def test_bad_input_is_one_line(tmp_path: Path, tokenizer, case: str) -> None:
+    rows = _bundled("translation", 6)
+    kwargs, expected = {}, ""
+    if case == "missing_column":
+        kwargs, expected = {"target_column": "german"}, "data.target_column='german' is not a column of the train"
+    elif case == "empty_target":
+        rows[2] = {**rows[2], "target": "  "}
+        expected = "data (train) row 2: empty or missing 'target'"
+    else:
+        kwargs, expected = {"source_lang": "en"}, "data.source_lang='en', data.target_lang=None: give both"
+    files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
+    with pytest.raises(UserError) as err:
+        _datamodule(tmp_path, tokenizer, files, **kwargs)
+    assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One tiny T5 from scratch (d_model 32, 1+1 layers) on local files: (run dir, results)."""
+    tmp = tmp_path_factory.mktemp("seq2seq_run")
+    rows = _bundled("translation", 112)
+    files = {"train": _write_jsonl(tmp / "train.jsonl", rows[:80]),
+             "validation": _write_jsonl(tmp / "validation.jsonl", rows[80:96]),
+             "test": _write_jsonl(tmp / "test.jsonl", rows[96:])}
+    cfg = _compose(tmp / "run", [*RUN, *(f"data.{split}_file={path}" for split, path in files.items())])
+    results = train(cfg)
+    GlobalHydra.instance().clear()
+    return tmp / "run", results
+
+
+def test_run_writes_generation_metrics_that_rescore_from_predictions(tiny_run) -> None:
+    run, results = tiny_run
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["optimized_metric"]["name"] == "val/bleu"
+    names = ("loss", "bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len")
+    for stage in ("val", "test"):
+        for name in names:
+            assert f"{stage}/{name}" in saved[stage], (stage, name)
+        rows = [json.loads(line) for line in (run / f"predictions_{stage}.jsonl").read_text().splitlines()]
+        assert len(rows) == 16 and set(rows[0]) == {"source", "reference", "prediction"}
+        preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
+        assert saved[stage][f"{stage}/bleu"] == pytest.approx(corpus_bleu(preds, [refs]).score, abs=1e-4)
+        assert saved[stage][f"{stage}/chrf"] == pytest.approx(corpus_chrf(preds, [refs]).score, abs=1e-4)
+        signature = json.loads((run / f"sacrebleu_{stage}.json").read_text())["signature"]
+        assert "tok:13a" in signature["bleu"]
+
+
+def test_export_reloads_and_generates_the_same(tiny_run) -> None:
+    run, _ = tiny_run
+    model = AutoModelForSeq2SeqLM.from_pretrained(run / "hf_model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(run / "hf_model")
+    assert model.config.decoder_start_token_id == tokenizer.pad_token_id
+    assert model.generation_config.max_new_tokens == 12
+    rows = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()][:4]
+    inputs = tokenizer([r["source"] for r in rows], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(**inputs)
+    assert [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)] == [r["prediction"] for r in rows]
+
+
+def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "sacrebleu", None)
+    with pytest.raises(UserError, match=r'^model=seq2seq needs the seq2seq extra: pip install "lightning-llm\[seq2seq\]"$'):
+        seq2seq_scores(["a"], ["a"])
+
+
+@pytest.mark.parametrize("model_type", ["bart", "marian"])
+def test_size_fields_map_per_architecture(model_type: str, tokenizer) -> None:
+    from lightning_llm.modules.seq2seq import Seq2SeqModule
+    special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    module = Seq2SeqModule(model_type=model_type, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=64, vocab_size=len(tokenizer),
+                           special_token_ids=special)
+    config = module.model.config
+    assert (config.d_model, config.encoder_layers, config.decoder_layers) == (32, 1, 1)
+    assert (config.encoder_attention_heads, config.decoder_attention_heads) == (2, 2)
+    assert (config.encoder_ffn_dim, config.decoder_ffn_dim) == (64, 64)
+    start = tokenizer.eos_token_id if model_type == "bart" else tokenizer.pad_token_id
+    assert config.decoder_start_token_id == start == module.model.generation_config.decoder_start_token_id
+    out = module.model.generate(input_ids=torch.tensor([[5, 6, 7, 1]]), max_new_tokens=3)
+    assert out.shape[0] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("experiment", "metric", "floor"), [("translation_demo", "bleu", 30.0),
+                                                             ("summarization_demo", "rougeL", 80.0)])
+def test_demo_learns_far_above_the_copy_baseline(tmp_path: Path, experiment: str, metric: str, floor: float) -> None:
+    results = train(_compose(tmp_path / "run", [f"experiment={experiment}", "callbacks.rich_progress_bar=null"]))
+    GlobalHydra.instance().clear()
+    baselines = torch.load(results["best_checkpoint"], weights_only=True)["hyper_parameters"]["baselines"]
+    assert results["optimized_metric"]["name"] == f"val/{metric}"
+    assert results["val"][f"val/{metric}"] > max(floor, baselines[f"copy_{metric}"] + 20, baselines[f"lead_{metric}"] + 20)
