@@ -34,22 +34,23 @@ def offline_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.pop("WANDB_API_KEY", None)
 
 
+def compose_run_config(run_dir: Path, overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """Compose a config like the CLI does, running in `run_dir` (logs beside it), with ${hydra:...} resolvable."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.log_dir = str(Path(run_dir).parent / "logs")
+        del cfg["hydra"]
+    return cfg
+
+
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
-    """Compose a config like the CLI does, with the run directory in tmp_path and ${hydra:...} resolvable."""
-
-    def _compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.paths.log_dir = str(tmp_path / "logs")
-            del cfg["hydra"]
-        return cfg
-
-    yield _compose
+    """`compose_run_config` with the run directory tmp_path/run."""
+    yield lambda overrides=None, config_name="train": compose_run_config(tmp_path / "run", overrides, config_name)
     GlobalHydra.instance().clear()
 
 

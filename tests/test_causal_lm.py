@@ -9,13 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 from transformers import AutoModelForCausalLM
 
-from lightning_llm.config import CONFIG_DIR
 from lightning_llm.data.language_modeling import unigram_perplexity
 from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.generate import generate
@@ -23,7 +19,7 @@ from lightning_llm.modules.causal_lm import NextTokenMetrics
 from lightning_llm.runtime import builders
 from lightning_llm.runtime.cli import run_or_exit
 from lightning_llm.train import train
-from tests.conftest import TINY_GPT
+from tests.conftest import TINY_GPT, compose_run_config
 
 RUN_OVERRIDES = ["model=gpt", "data=text_corpus", *TINY_GPT, "model.max_position_embeddings=64",
                  "model.learning_rate=1e-2", "model.dropout=0.0", "data.block_size=32", "data.batch_size=8",
@@ -31,22 +27,10 @@ RUN_OVERRIDES = ["model=gpt", "data=text_corpus", *TINY_GPT, "model.max_position
                  "++trainer.limit_test_batches=2", "trainer.log_every_n_steps=1", "callbacks.rich_progress_bar=null"]
 
 
-def _compose(run_dir: Path, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        cfg.paths.log_dir = str(run_dir.parent / "logs")
-        del cfg["hydra"]
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def gpt_run(tmp_path_factory: pytest.TempPathFactory):
     """One tiny real run shared by this module's tests: (composed cfg, results.json content)."""
-    cfg = _compose(tmp_path_factory.mktemp("gpt") / "run", RUN_OVERRIDES)
+    cfg = compose_run_config(tmp_path_factory.mktemp("gpt") / "run", RUN_OVERRIDES)
     results = train(cfg)
     GlobalHydra.instance().clear()
     return cfg, results
@@ -150,8 +134,9 @@ def test_block_size_larger_than_context_fails_before_training(run_cli) -> None:
 def test_empty_corpus_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    cfg = _compose(tmp_path / "run", [*RUN_OVERRIDES, f"data.train_file={empty}", f"data.validation_file={empty}",
-                                      "data.test_file=null", "data.test_split=null", "logger=none"])
+    cfg = compose_run_config(tmp_path / "run", [*RUN_OVERRIDES, f"data.train_file={empty}",
+                                                 f"data.validation_file={empty}", "data.test_file=null",
+                                                 "data.test_split=null", "logger=none"])
     with pytest.raises(SystemExit) as exit_info:
         run_or_exit(train, cfg)
     assert exit_info.value.code == 2

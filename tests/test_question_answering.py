@@ -10,14 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoConfig, PreTrainedTokenizerFast
 
-from lightning_llm.config import CONFIG_DIR
 from lightning_llm.data.question_answering import (
     QuestionAnsweringDataModule,
     exact_match_score,
@@ -36,18 +32,7 @@ TINY = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attentio
 RUN = ["model=extractive_qa", "data=question_answering", *TINY, "data.batch_size=8", "data.max_length=64",
        "data.doc_stride=16", "trainer.max_epochs=1", "++trainer.limit_train_batches=3",
        "++trainer.limit_val_batches=2", "++trainer.limit_test_batches=2", "callbacks.rich_progress_bar=null"]
-
-
-def _compose(run_dir: Path, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        cfg.paths.log_dir = str(run_dir.parent / "logs")
-        del cfg["hydra"]
-    return cfg
+from tests.conftest import compose_run_config
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> str:
@@ -262,7 +247,7 @@ def qa_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     files = {"train": _write_jsonl(tmp / "train.jsonl", rows[:60]),
              "validation": _write_jsonl(tmp / "dev.jsonl", rows[60:75]),
              "test": _write_jsonl(tmp / "test.jsonl", rows[75:])}
-    cfg = _compose(tmp / "run", [*RUN, *(f"data.{split}_file={path}" for split, path in files.items())])
+    cfg = compose_run_config(tmp / "run", [*RUN, *(f"data.{split}_file={path}" for split, path in files.items())])
     results = train(cfg)
     GlobalHydra.instance().clear()
     return tmp / "run", results
@@ -304,7 +289,7 @@ def test_bad_input_is_one_line(tmp_path: Path, case: str) -> None:
 
 @pytest.mark.slow
 def test_demo_learns_far_above_the_first_sentence_baseline(tmp_path: Path) -> None:
-    results = train(_compose(tmp_path / "run", ["experiment=qa_demo", "callbacks.rich_progress_bar=null"]))
+    results = train(compose_run_config(tmp_path / "run", ["experiment=qa_demo", "callbacks.rich_progress_bar=null"]))
     GlobalHydra.instance().clear()
     val = results["val"]
     assert val["val/first_sentence_f1"] < 0.15 and val["val/f1"] > val["val/first_sentence_f1"] + 0.3

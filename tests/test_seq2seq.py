@@ -10,15 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 from rouge_score import rouge_scorer
 from sacrebleu import corpus_bleu, corpus_chrf, sentence_bleu
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
-from lightning_llm.config import CONFIG_DIR
 from lightning_llm.data.seq2seq import Seq2SeqDataModule, seq2seq_scores
 from lightning_llm.data.sources import BUNDLED_DIR
 from lightning_llm.data.tokenizers import train_tokenizer
@@ -30,18 +26,7 @@ TINY = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attentio
         "model.intermediate_size=64", "model.tokenizer_vocab_size=200", "model.generation_max_new_tokens=12"]
 RUN = ["model=seq2seq", "data=seq2seq", *TINY, "data.batch_size=16", "trainer.max_epochs=1",
        "++trainer.limit_train_batches=3", "callbacks.rich_progress_bar=null"]
-
-
-def _compose(run_dir: Path, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        cfg.paths.log_dir = str(run_dir.parent / "logs")
-        del cfg["hydra"]
-    return cfg
+from tests.conftest import compose_run_config
 
 
 def _bundled(name: str, n: int, start: int = 0) -> list[dict]:
@@ -171,7 +156,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     files = {"train": _write_jsonl(tmp / "train.jsonl", rows[:80]),
              "validation": _write_jsonl(tmp / "validation.jsonl", rows[80:96]),
              "test": _write_jsonl(tmp / "test.jsonl", rows[96:])}
-    cfg = _compose(tmp / "run", [*RUN, *(f"data.{split}_file={path}" for split, path in files.items())])
+    cfg = compose_run_config(tmp / "run", [*RUN, *(f"data.{split}_file={path}" for split, path in files.items())])
     results = train(cfg)
     GlobalHydra.instance().clear()
     return tmp / "run", results
@@ -234,7 +219,8 @@ def test_size_fields_map_per_architecture(model_type: str, tokenizer) -> None:
 @pytest.mark.parametrize(("experiment", "metric", "floor"), [("translation_demo", "bleu", 30.0),
                                                              ("summarization_demo", "rougeL", 80.0)])
 def test_demo_learns_far_above_the_copy_baseline(tmp_path: Path, experiment: str, metric: str, floor: float) -> None:
-    results = train(_compose(tmp_path / "run", [f"experiment={experiment}", "callbacks.rich_progress_bar=null"]))
+    overrides = [f"experiment={experiment}", "callbacks.rich_progress_bar=null"]
+    results = train(compose_run_config(tmp_path / "run", overrides))
     GlobalHydra.instance().clear()
     baselines = torch.load(results["best_checkpoint"], weights_only=True)["hyper_parameters"]["baselines"]
     assert results["optimized_metric"]["name"] == f"val/{metric}"

@@ -9,15 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Sequence, Value
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoConfig, DataCollatorForTokenClassification, PreTrainedTokenizerFast
 
-from lightning_llm.config import CONFIG_DIR
 from lightning_llm.data.sources import BUNDLED_DIR
 from lightning_llm.data.token_classification import TokenClassificationDataModule, read_conll
 from lightning_llm.errors import UserError
@@ -29,18 +25,7 @@ TINY = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attentio
 RUN = ["model=token_classifier", "data=token_classification", *TINY, "data.batch_size=8", "data.max_length=32",
        "trainer.max_epochs=1", "++trainer.limit_train_batches=4", "++trainer.limit_val_batches=2",
        "++trainer.limit_test_batches=2", "callbacks.rich_progress_bar=null"]
-
-
-def _compose(run_dir: Path, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        cfg.paths.log_dir = str(run_dir.parent / "logs")
-        del cfg["hydra"]
-    return cfg
+from tests.conftest import compose_run_config
 
 
 def _bundled(n: int, start: int = 0) -> list[dict]:
@@ -190,7 +175,7 @@ def conll_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     files = {"train": _write_conll(tmp / "train.conll", rows[:80]),
              "validation": _write_conll(tmp / "dev.conll", rows[80:100]),
              "test": _write_conll(tmp / "test.conll", rows[100:])}
-    cfg = _compose(tmp / "run", [*RUN, *(f"data.{split}_file={path}" for split, path in files.items())])
+    cfg = compose_run_config(tmp / "run", [*RUN, *(f"data.{split}_file={path}" for split, path in files.items())])
     results = train(cfg)
     GlobalHydra.instance().clear()
     return tmp / "run", results
@@ -221,7 +206,7 @@ def test_jsonl_string_tags_run(tmp_path: Path) -> None:
     rows = _bundled(100, start=200)
     files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", part)
              for split, part in (("train", rows[:70]), ("validation", rows[70:85]), ("test", rows[85:]))}
-    cfg = _compose(tmp_path / "run", [*RUN, "++trainer.limit_train_batches=2", "export=false",
+    cfg = compose_run_config(tmp_path / "run", [*RUN, "++trainer.limit_train_batches=2", "export=false",
                                       *(f"data.{split}_file={path}" for split, path in files.items())])
     results = train(cfg)
     GlobalHydra.instance().clear()
@@ -264,7 +249,7 @@ def test_bad_tags_are_one_line(tmp_path: Path, case: str) -> None:
 
 @pytest.mark.slow
 def test_demo_learns_far_above_the_majority_baseline(tmp_path: Path) -> None:
-    results = train(_compose(tmp_path / "run", ["experiment=ner_demo", "callbacks.rich_progress_bar=null"]))
+    results = train(compose_run_config(tmp_path / "run", ["experiment=ner_demo", "callbacks.rich_progress_bar=null"]))
     GlobalHydra.instance().clear()
     val = results["val"]
     assert val["val/majority_f1"] < 0.05 and val["val/f1"] > 0.9
