@@ -68,6 +68,8 @@ class CachedTextDataModule(pl.LightningDataModule):
     # Filled by the builders, never configured.
     derived_kwargs: ClassVar[frozenset[str]] = frozenset({"tokenizer", "objective"})
     _bundled: ClassVar[dict[str, str]] = {}
+    # What a task needs a fast (Rust) tokenizer for, e.g. "word_ids()"; None: any tokenizer.
+    needs_fast_tokenizer: ClassVar[str | None] = None
 
     def __init__(self, *, tokenizer: Any = None, objective: str | None = None, dataset_name: str | None = None,
                  dataset_config: str | None = None, train_file: str | None = None,
@@ -145,6 +147,9 @@ class CachedTextDataModule(pl.LightningDataModule):
         """Tokenize into the cache unless it is there; a file lock lets the first process (rank 0) go first."""
         if self.tokenizer is None:
             raise UserError("the data module needs a tokenizer (build it through lightning_llm.runtime.builders)")
+        if self.needs_fast_tokenizer and not getattr(self.tokenizer, "is_fast", False):
+            raise UserError(f"{type(self).__name__} needs a fast tokenizer ({self.needs_fast_tokenizer}); "
+                            f"{type(self.tokenizer).__name__} is not one: set model.tokenizer_name_or_path")
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.cache_path) + ".lock"):
             if (self.cache_path / "dataset_dict.json").exists():

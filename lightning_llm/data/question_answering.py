@@ -117,6 +117,7 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
     """
 
     objectives = frozenset({"question_answering"})
+    needs_fast_tokenizer = "offset mapping"
     _bundled = {"train": "qa_train.jsonl", "validation": "qa_validation.jsonl", "test": "qa_test.jsonl"}
 
     def __init__(self, *, question_column: str = "question", context_column: str = "context",
@@ -203,12 +204,6 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
                             f"point at the {col}.text in {ctx_col!r} (first: row {bad[0]})")
 
     # ----------------------------------------------------------------- tokenize once
-    def prepare_data(self) -> None:
-        if self.tokenizer is not None and not getattr(self.tokenizer, "is_fast", False):
-            raise UserError(f"question answering needs a fast tokenizer (offset mapping), "
-                            f"{type(self.tokenizer).__name__} is not one: set model.tokenizer_name_or_path")
-        super().prepare_data()
-
     def _process(self, raw: DatasetDict) -> tuple[DatasetDict, dict[str, Any]]:
         self._check_columns(raw)
         for split, ds in raw.items():

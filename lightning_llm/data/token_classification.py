@@ -65,6 +65,7 @@ class TokenClassificationDataModule(CachedTextDataModule):
     """
 
     objectives = frozenset({"token_classification"})
+    needs_fast_tokenizer = "word_ids()"
     _bundled = {"train": "ner_train.jsonl", "validation": "ner_validation.jsonl", "test": "ner_test.jsonl"}
 
     def __init__(self, *, tokens_column: str = "tokens", tags_column: str = "tags",
@@ -140,12 +141,6 @@ class TokenClassificationDataModule(CachedTextDataModule):
                         f"data.label_names (the tag of each id, e.g. [O, B-PER, I-PER])")
 
     # ----------------------------------------------------------------- tokenize once
-    def prepare_data(self) -> None:
-        if self.tokenizer is not None and not getattr(self.tokenizer, "is_fast", False):
-            raise UserError(f"token classification needs a fast tokenizer (word_ids()), "
-                            f"{type(self.tokenizer).__name__} is not one: set model.tokenizer_name_or_path")
-        super().prepare_data()
-
     def _process(self, raw: DatasetDict) -> tuple[DatasetDict, dict[str, Any]]:
         self._check_columns(raw)
         names = self._tag_names(raw)
