@@ -114,3 +114,27 @@ def test_ckpt_path_last_picks_the_newest_last_checkpoint(compose_cfg, tmp_path: 
     with open_dict(cfg):
         cfg.ckpt_path = str(older)
     assert resolve_ckpt_path(cfg) == str(older)
+
+
+@pytest.mark.slow  # two CLI runs (~30 s)
+def test_best_so_far_survives_a_resume_after_validation(run_cli, tmp_path: Path) -> None:
+    """Killed after the second validation: last.ckpt holds the best val/acc so far, and the resumed run's
+    val/acc_best is the best over all three validations (not just those after the restart)."""
+    run_dir = tmp_path / "run"
+    args = [*TINY_BERT, "trainer.max_epochs=3", "++trainer.limit_train_batches=6", "++trainer.limit_val_batches=2",
+            "trainer.log_every_n_steps=1", "data.batch_size=8", "callbacks.rich_progress_bar=null", "test=false",
+            "export=false", "+callbacks.fault._target_=lightning_llm.callbacks.FaultInjection",
+            "+callbacks.fault.sigterm_at_step=13", f"paths.output_dir={run_dir}"]
+    assert run_cli("lightning_llm.train", *args).returncode == PREEMPTED_EXIT_CODE
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        accs = [float(row["val/acc"]) for row in csv.DictReader(f) if row.get("val/acc")]
+    assert len(accs) == 2
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["lightning_llm_best"] == {"val/acc": pytest.approx(max(accs))}
+
+    proc = run_cli("lightning_llm.train", *args, "ckpt_path=last")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        accs = [float(row["val/acc"]) for row in csv.DictReader(f) if row.get("val/acc")]
+    assert len(accs) == 3
+    assert results(run_dir)["val"]["val/acc_best"] == pytest.approx(max(accs))
