@@ -104,6 +104,10 @@ class CachedTextDataModule(pl.LightningDataModule):
             raw = load_raw(dataset_name=self.dataset_name, dataset_config=self.dataset_config, files=self.files,
                            split_names=self.split_names, cache_dir=str(self.cache_dir / "raw"),
                            bundled=self._bundled)
+        return self.with_validation(raw)
+
+    def with_validation(self, raw: DatasetDict) -> DatasetDict:
+        """`raw` with a validation split: a seeded `val_fraction` of train when the source has none."""
         if "validation" not in raw and "train" in raw:
             parts = raw["train"].train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
             raw = DatasetDict({**raw, "train": parts["train"], "validation": parts["test"]})

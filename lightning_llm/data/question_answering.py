@@ -158,10 +158,7 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
                 files[split] = str(flat)
         raw = load_raw(dataset_name=None, dataset_config=None, files=files, split_names=self.split_names,
                        cache_dir=str(self.cache_dir / "raw"), bundled=self._bundled)
-        if "validation" not in raw and "train" in raw:
-            parts = raw["train"].train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
-            raw = DatasetDict({**raw, "train": parts["train"], "validation": parts["test"]})
-        return raw
+        return self.with_validation(raw)
 
     def training_texts(self) -> Iterator[str]:
         raw = self.load_raw()

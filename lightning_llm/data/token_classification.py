@@ -104,10 +104,7 @@ class TokenClassificationDataModule(CachedTextDataModule):
             if not Path(path).is_file():
                 raise UserError(f"data.{split}_file: file not found: {path}")
         raw = DatasetDict({split: read_conll(path, f"data.{split}_file") for split, path in given.items()})
-        if "validation" not in raw and "train" in raw:  # as the base does for the other formats
-            parts = raw["train"].train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
-            raw = DatasetDict({**raw, "train": parts["train"], "validation": parts["test"]})
-        return raw
+        return self.with_validation(raw)
 
     def training_texts(self) -> Iterator[str]:
         raw = self.load_raw()

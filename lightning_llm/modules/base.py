@@ -47,6 +47,8 @@ class HFTaskModule(pl.LightningModule):
     optimized_metric: ClassVar[tuple[str, str]] = ("val/loss", "min")
     best_metric: ClassVar[tuple[str, str] | None] = None
     progress_bar_metrics: ClassVar[frozenset[str] | None] = None  # val metrics shown in the bar (None: all)
+    # Hyper-parameters holding a baseline from the data (see `data_kwargs`) -> the val metric it is logged as.
+    baseline_metrics: ClassVar[dict[str, str]] = {}
     # Filled by the builders from the tokenizer (all tasks) or by the data module (per task): never configured.
     derived_kwargs: ClassVar[frozenset[str]] = frozenset({"vocab_size", "special_token_ids", "hf_config"})
     data_kwargs: ClassVar[frozenset[str]] = frozenset()
@@ -162,6 +164,9 @@ class HFTaskModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_stage("val")
+        for hparam, name in self.baseline_metrics.items():
+            if self.hparams.get(hparam) is not None:
+                self.log(name, float(self.hparams[hparam]))
         if self.best_metric is None or self.trainer.sanity_checking:
             return
         name, mode = self.best_metric

@@ -62,6 +62,7 @@ class CausalLMModule(HFTaskModule):
     optimized_metric = ("val/ppl", "min")
     best_metric = ("val/ppl", "min")
     data_kwargs = frozenset({"baseline_ppl"})
+    baseline_metrics = {"baseline_ppl": "val/unigram_ppl"}
 
     def __init__(self, *, model_type: str = "gpt2", learning_rate: Positive[float] = 6e-4,
                  weight_decay: NonNegative[float] = 0.1, warmup_ratio: UnitFraction = 0.05,
@@ -76,11 +77,6 @@ class CausalLMModule(HFTaskModule):
     def update_metrics(self, metrics: NextTokenMetrics, batch: dict[str, torch.Tensor]) -> None:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         metrics.update(self.model(**inputs).logits, batch["labels"])
-
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        if self.hparams.baseline_ppl is not None:
-            self.log("val/unigram_ppl", float(self.hparams.baseline_ppl))
 
     def fit_summary(self, metrics: Mapping[str, Any]) -> str | None:
         ppl, baseline = metrics.get("val/ppl"), self.hparams.baseline_ppl

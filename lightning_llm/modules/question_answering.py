@@ -123,6 +123,8 @@ class ExtractiveQAModule(HFTaskModule):
     optimized_metric = ("val/f1", "max")
     progress_bar_metrics = frozenset({"loss", "exact_match", "f1"})
     data_kwargs = frozenset({"baseline_f1", "baseline_exact_match"})
+    baseline_metrics = {"baseline_f1": "val/first_sentence_f1",
+                        "baseline_exact_match": "val/first_sentence_exact_match"}
 
     def __init__(self, *, n_best_size: Positive[int] = 20, max_answer_length: Positive[int] = 30,
                  baseline_f1: float | None = None, baseline_exact_match: float | None = None,
@@ -142,13 +144,6 @@ class ExtractiveQAModule(HFTaskModule):
 
     def compute_metrics(self, metrics: nn.ModuleDict) -> dict[str, Any]:
         return {"loss": float(metrics["loss"].compute()), **metrics["squad"].compute()}
-
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        for name in ("f1", "exact_match"):
-            value = self.hparams.get(f"baseline_{name}")
-            if value is not None:
-                self.log(f"val/first_sentence_{name}", float(value))
 
     def fit_summary(self, metrics: Mapping[str, Any]) -> str | None:
         f1, baseline = metrics.get("val/f1"), self.hparams.get("baseline_f1")

@@ -89,6 +89,7 @@ class TokenClassificationModule(HFTaskModule):
     optimized_metric = ("val/f1", "max")
     progress_bar_metrics = frozenset({"loss", "f1"})
     data_kwargs = frozenset({"label_names", "baseline_f1", "baseline_acc"})
+    baseline_metrics = {"baseline_f1": "val/majority_f1", "baseline_acc": "val/majority_acc"}
 
     def __init__(self, *, num_labels: Positive[int] | None = None, label_names: list[str] | None = None,
                  baseline_f1: float | None = None, baseline_acc: float | None = None,
@@ -130,13 +131,6 @@ class TokenClassificationModule(HFTaskModule):
 
     def compute_metrics(self, metrics: nn.ModuleDict) -> dict[str, Any]:
         return {"loss": float(metrics["loss"].compute()), **metrics["seqeval"].compute()}
-
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        for name in ("f1", "acc"):
-            value = self.hparams.get(f"baseline_{name}")
-            if value is not None:
-                self.log(f"val/majority_{name}", float(value))
 
     def fit_summary(self, metrics: Mapping[str, Any]) -> str | None:
         f1, baseline = metrics.get("val/f1"), self.hparams.get("baseline_f1")
