@@ -48,6 +48,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer.test(model, datamodule=datamodule)
     results = {"status": "completed", "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
                "test": collect_metrics(trainer, "test/"), "run_dir": str(cfg.paths.output_dir)}
+    if model.stage_details:
+        results["details"] = model.stage_details
     write_json_atomic(Path(cfg.paths.output_dir) / "eval_results.json", results)
     print(f"test metrics of {cfg.ckpt_path}: {results['test']}")
     return results

@@ -56,7 +56,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         test_metrics = collect_metrics(trainer, "test/")
     hf_dir = export_model(trainer, model, tokenizer, out) if cfg.export else None
     results = write_results(cfg, trainer, val_metrics=val_metrics, test_metrics=test_metrics, best_ckpt=best_ckpt,
-                            hf_dir=hf_dir)
+                            hf_dir=hf_dir, details=model.stage_details)
     finish_loggers(loggers, OmegaConf.to_container(cfg, resolve=True), results)
     return results
 

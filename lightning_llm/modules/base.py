@@ -3,7 +3,8 @@ step, per-stage metrics, best-so-far tracking, export) and the few things each t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ from transformers import get_scheduler
 from lightning_llm import compat
 from lightning_llm.config.schema import NonNegative, Positive, Probability, UnitFraction
 from lightning_llm.modules.hf_models import build_config, build_model
+from lightning_llm.utils.io import write_text_atomic
 
 # Generic size-field names mapped to what an architecture calls them (HF's attribute_map covers the rest).
 _SIZE_ALIASES = {"gpt2": {"intermediate_size": "n_inner"}}
@@ -90,6 +92,8 @@ class HFTaskModule(pl.LightningModule):
             self.model.gradient_checkpointing_enable()
         self.stage_metrics = nn.ModuleDict({"val": self.make_metrics(), "test": self.make_metrics()})
         self.best: dict[str, float] = {}
+        # Non-scalar results per stage (e.g. a scorer's signature, exact float64 values): results.json "details".
+        self.stage_details: dict[str, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- what a task declares or implements
     @classmethod
@@ -122,6 +126,21 @@ class HFTaskModule(pl.LightningModule):
     def fit_summary(self, metrics: Mapping[str, Any]) -> str | None:
         """One line printed when fitting ends (e.g. the metric against its baseline); None prints nothing."""
         return None
+
+    def write_predictions(self, stage: str, records: Iterable[Mapping[str, Any]],
+                          details: Mapping[str, Any] | None = None) -> Path | None:
+        """Write `predictions_<stage>.jsonl` (one JSON object per example, all ranks' examples: gather before
+        calling) in the run directory and keep `details` for results.json. A task calls it from
+        `compute_metrics`; nothing is written in the sanity check or on ranks other than 0."""
+        if self.trainer.sanity_checking:
+            return None
+        if details is not None:
+            self.stage_details[stage] = dict(details)
+        if not self.trainer.is_global_zero:
+            return None
+        path = Path(self.trainer.default_root_dir) / f"predictions_{stage}.jsonl"
+        write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return path
 
     # ----------------------------------------------------------------- shared steps
     def configure_model(self) -> None:

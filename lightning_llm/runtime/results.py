@@ -36,7 +36,8 @@ def export_model(trainer: pl.Trainer, model: Any, tokenizer: Any, run_dir: Path)
 
 
 def write_results(cfg: DictConfig, trainer: pl.Trainer, *, val_metrics: dict[str, float],
-                  test_metrics: dict[str, float], best_ckpt: str, hf_dir: Path | None) -> dict[str, Any]:
+                  test_metrics: dict[str, float], best_ckpt: str, hf_dir: Path | None,
+                  details: dict[str, Any] | None = None) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     name = cfg.get("optimized_metric")
     all_metrics = {**val_metrics, **test_metrics}
@@ -53,6 +54,8 @@ def write_results(cfg: DictConfig, trainer: pl.Trainer, *, val_metrics: dict[str
         **_progress(trainer, best_ckpt),
         "run_dir": str(run_dir),
     }
+    if details:  # the task's non-scalar results per stage (`HFTaskModule.stage_details`)
+        results["details"] = details
     if trainer.global_rank == 0:
         write_json_atomic(run_dir / "results.json", results)
     return results
