@@ -247,7 +247,8 @@ def qa_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     files = {"train": _write_jsonl(tmp / "train.jsonl", rows[:60]),
              "validation": _write_jsonl(tmp / "dev.jsonl", rows[60:75]),
              "test": _write_jsonl(tmp / "test.jsonl", rows[75:])}
-    cfg = compose_run_config(tmp / "run", [*RUN, *(f"data.{split}_file={path}" for split, path in files.items())])
+    run = [o for o in RUN if not o.startswith("++trainer.limit_test_batches")]  # all 15 test questions
+    cfg = compose_run_config(tmp / "run", [*run, *(f"data.{split}_file={path}" for split, path in files.items())])
     results = train(cfg)
     GlobalHydra.instance().clear()
     return tmp / "run", results
@@ -263,6 +264,27 @@ def test_tiny_run_writes_squad_metrics_and_qa_export(qa_run) -> None:
         assert key in saved["test"], key
     assert 0.0 <= saved["val"]["val/exact_match"] <= saved["val"]["val/f1"] <= 1.0
     assert AutoConfig.from_pretrained(run / "hf_model").architectures == ["BertForQuestionAnswering"]
+
+
+def test_predictions_files_rescored_equal_the_reported_metrics(qa_run) -> None:
+    """predictions_test.jsonl (one record per test question, in file order) rescored with the SQuAD scorer gives
+    the reported test EM/F1; predictions_test.json is run_qa's {id: answer}."""
+    run, results = qa_run
+    records = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
+    rows = _bundled(90)[75:]
+    assert [(r["id"], r["question"], r["answers"]) for r in records] == \
+        [(row["id"], row["question"], row["answers"]["text"]) for row in rows]
+    scores = squad_scores([r["prediction"] for r in records], [r["answers"] for r in records])
+    assert scores["exact_match"] == pytest.approx(results["test"]["test/exact_match"], abs=1e-6)  # float32 logs
+    assert scores["f1"] == pytest.approx(results["test"]["test/f1"], abs=1e-6)
+    val = [json.loads(line) for line in (run / "predictions_val.jsonl").read_text().splitlines()]
+    scores = squad_scores([r["prediction"] for r in val], [r["answers"] for r in val])  # one epoch: one validation
+    assert scores["f1"] == pytest.approx(results["val"]["val/f1"], abs=1e-6) and scores["f1"] > 0
+    by_id = json.loads((run / "predictions_test.json").read_text())
+    assert by_id == {r["id"]: r["prediction"] for r in records}
+    assert all(r["prediction"] in row["context"] or r["prediction"] == NO_ANSWER for r, row in zip(records, rows))
+    details = json.loads((run / "results.json").read_text())["details"]["test"]
+    assert details["squad_version"] == "1.1" and details["questions"] == len(records)
 
 
 @pytest.mark.parametrize("case", ["answer_start", "missing_column", "doc_stride"])

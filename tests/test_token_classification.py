@@ -202,6 +202,29 @@ def test_conll_run_writes_seqeval_metrics_and_labelled_export(conll_run) -> None
     assert config.label2id == {name: i for i, name in config.id2label.items()}
 
 
+def test_predictions_file_rescored_by_seqeval_equals_the_reported_metrics(conll_run) -> None:
+    """predictions_test.jsonl: one record per test sentence, in file order, with its words; seqeval run on it gives
+    the reported test metrics, and results.json keeps seqeval's per-type report."""
+    run, results = conll_run
+    records = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
+    rows = _bundled(120)[100:100 + len(records)]  # limit_test_batches=2: the first 16 test sentences
+    assert len(records) == 16
+    for record, row in zip(records, rows):  # sentences cut by max_length=32 keep their first (scored) words
+        n = len(record["words"])
+        assert record["words"] == row["tokens"][:n] and record["tags"] == row["tags"][:n]
+        assert len(record["predicted"]) == n and record.get("truncated", 0) == len(row["tokens"]) - n
+    assert any("truncated" in r for r in records)
+    truth, pred = [r["tags"] for r in records], [r["predicted"] for r in records]
+    test = results["test"]  # logged as float32
+    assert f1_score(truth, pred) == pytest.approx(test["test/f1"], abs=1e-6)
+    assert precision_score(truth, pred) == pytest.approx(test["test/precision"], abs=1e-6)
+    assert accuracy_score(truth, pred) == pytest.approx(test["test/acc"], abs=1e-6)
+    report = json.loads((run / "results.json").read_text())["details"]["test"]["seqeval_report"]
+    expected = classification_report(truth, pred, output_dict=True, zero_division=0)
+    assert report == {name: {k: float(v) for k, v in row.items()} for name, row in expected.items()}
+    assert (run / "predictions_val.jsonl").is_file()
+
+
 def test_jsonl_string_tags_run(tmp_path: Path) -> None:
     rows = _bundled(100, start=200)
     files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", part)

@@ -20,17 +20,22 @@ from lightning_llm.data.sources import load_raw, require_nonempty, stable_hash
 from lightning_llm.errors import UserError
 
 # Keys of an evaluation batch that are not model inputs (QACollator):
-# tensors `example_index` (the question's row), `offset_start`/`offset_end` (character offsets of the context
-# tokens, -1 for question, special and padding tokens); lists `context` and `answers` (gold texts), per feature.
-EVAL_KEYS = ("example_index", "offset_start", "offset_end", "context", "answers")
+# tensors `example_index` (the question's row), `cls_index` (the [CLS] token: the null answer), `offset_start`/
+# `offset_end` (character offsets of the context tokens, -1 for question, special and padding tokens); lists `example_id`,
+# `question`, `context` and `answers` (gold texts), per feature.
+TEXT_KEYS = ("example_id", "question", "context", "answers")
+EVAL_KEYS = ("example_index", "cls_index", "offset_start", "offset_end", *TEXT_KEYS)
 
-# ----------------------------------------------------------------------------------------------- SQuAD v1.1
+# ----------------------------------------------------------------------------------------------- SQuAD v1.1 / v2.0
+# A transcription of the official evaluation scripts (evaluate-v1.1.py, evaluate-v2.0.py; `evaluate`'s squad and
+# squad_v2 metrics wrap the same code but load it from the hub, which runs here offline are not allowed to reach).
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD v1.1's official normalisation: lower case, no punctuation, no articles (a/an/the), single spaces."""
+    """SQuAD's official normalisation (the same in v1.1 and v2.0): lower case, no punctuation, no articles
+    (a/an/the), single spaces."""
     text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
@@ -40,13 +45,21 @@ def exact_match_score(prediction: str, truth: str) -> float:
 
 
 def f1_score(prediction: str, truth: str) -> float:
-    """Token-overlap F1 of the normalised answers (the official script's)."""
+    """Token-overlap F1 of the normalised answers (the official v1.1 script's)."""
     pred, gold = normalize_answer(prediction).split(), normalize_answer(truth).split()
     same = sum((Counter(pred) & Counter(gold)).values())
     if same == 0:
         return 0.0
     precision, recall = same / len(pred), same / len(gold)
     return 2 * precision * recall / (precision + recall)
+
+
+def f1_score_v2(prediction: str, truth: str) -> float:
+    """v2.0's F1: as v1.1's, except that an empty answer (no answer) against an empty one scores 1."""
+    pred, gold = normalize_answer(prediction).split(), normalize_answer(truth).split()
+    if not pred or not gold:
+        return float(pred == gold)
+    return f1_score(prediction, truth)
 
 
 def squad_scores(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[str, float]:
@@ -60,6 +73,29 @@ def squad_scores(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> 
         em += max(exact_match_score(prediction, a) for a in answers)
         f1 += max(f1_score(prediction, a) for a in answers)
     return {"exact_match": em / len(predictions), "f1": f1 / len(predictions)}
+
+
+def squad_v2_scores(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[str, float]:
+    """evaluate-v2.0.py's `exact`/`f1` (here `exact_match`/`f1`, fractions in [0, 1]) over all questions and over
+    the answerable (`HasAns_`) and unanswerable (`NoAns_`) ones, with their counts (`*_total`). A question is
+    unanswerable when none of its gold answers survives normalisation; it is then scored against the empty answer,
+    so predicting "" is right. The best-threshold figures (`best_exact`, ...) need no-answer probabilities and are
+    not computed."""
+    exact, f1, has_answer = [], [], []
+    for prediction, answers in zip(predictions, golds):
+        answers = [a for a in answers if normalize_answer(a)] or [""]
+        has_answer.append(answers != [""])
+        exact.append(max(exact_match_score(prediction, a) for a in answers))
+        f1.append(max(f1_score_v2(prediction, a) for a in answers))
+    out: dict[str, float] = {"exact_match": sum(exact) / max(1, len(exact)), "f1": sum(f1) / max(1, len(f1)),
+                             "total": float(len(exact))}
+    for prefix, wanted in (("HasAns", True), ("NoAns", False)):
+        rows = [i for i, has in enumerate(has_answer) if has == wanted]
+        if rows:
+            out[f"{prefix}_exact_match"] = sum(exact[i] for i in rows) / len(rows)
+            out[f"{prefix}_f1"] = sum(f1[i] for i in rows) / len(rows)
+        out[f"{prefix}_total"] = float(len(rows))
+    return out
 
 
 def read_nested_squad(path: str) -> list[dict[str, Any]] | None:
@@ -90,8 +126,8 @@ def read_nested_squad(path: str) -> list[dict[str, Any]] | None:
 class QACollator:
     """Pads features on the right (`PaddingCollator`); training batches hold only model inputs (with
     `start_positions`/`end_positions`), evaluation batches also the post-processing keys: `example_index` and
-    `offset_start`/`offset_end` tensors (character offsets of context tokens, -1 elsewhere and in padding), and
-    `context`/`answers` as Python lists (one per feature; Lightning moves the tensors and leaves the lists)."""
+    `cls_index` and `offset_start`/`offset_end` tensors (character offsets of context tokens, -1 elsewhere and in
+    padding), and `id`/`question`/`context`/`answers` as Python lists (one per feature; Lightning moves the tensors and leaves the lists)."""
 
     def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = 8) -> None:
         self.pad = PaddingCollator(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
@@ -99,7 +135,7 @@ class QACollator:
         self.pad.pad_values.update({"offset_start": -1, "offset_end": -1})
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        texts = {key: [f.pop(key) for f in features] for key in ("context", "answers") if key in features[0]}
+        texts = {key: [f.pop(key) for f in features] for key in TEXT_KEYS if key in features[0]}
         batch = self.pad(features)
         batch.update(texts)
         return batch
@@ -112,8 +148,13 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
     Each (question, context) pair is tokenized with `truncation="only_second"` into windows of `max_length` tokens
     overlapping by `doc_stride` tokens. Every feature gets `start_positions`/`end_positions`: the tokens of the
     first gold answer, or the [CLS] token when the answer is not inside that window (as run_qa). Validation and test
-    features also keep `example_index` (their row), the character offsets of their context tokens and the row's
-    context and gold answers, so the module can rebuild answer text over all windows of a row and score it.
+    features also keep `example_index` (their row), the [CLS] position, the character offsets of their context
+    tokens and the row's id, question, context and gold answers, so the module can rebuild answer text over all
+    windows of a row, score it and write it out.
+
+    `version_2_with_negative` (SQuAD v2.0) allows questions without an answer (empty `answers.text`), trained to
+    point at [CLS]; the module then predicts "no answer" by run_qa's null-score rule and scores with SQuAD v2.0.
+    Without it a row without an answer is an error (the v1.1 scorer cannot grade it).
     """
 
     objectives = frozenset({"question_answering"})
@@ -123,22 +164,26 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
     def __init__(self, *, question_column: str = "question", context_column: str = "context",
                  answers_column: str = "answers", max_length: Positive[int] = 384,
                  doc_stride: NonNegative[int] = 128, pad_to_multiple_of: Positive[int] | None = 8,
-                 **kwargs: Any) -> None:
+                 version_2_with_negative: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.question_column, self.context_column, self.answers_column = question_column, context_column, \
             answers_column
         self.max_length, self.doc_stride, self.pad_to_multiple_of = max_length, doc_stride, pad_to_multiple_of
+        self.version_2_with_negative = version_2_with_negative
         self.baseline: dict[str, float | None] = {"f1": None, "exact_match": None}
         self.counts: dict[str, Any] = {}
         self.collate_fn = None  # set once a tokenizer is known (see setup)
 
     def model_kwargs(self) -> dict[str, Any]:
-        """The first-sentence baseline (EM/F1 on validation) the module reports its scores against."""
-        return {"baseline_f1": self.baseline["f1"], "baseline_exact_match": self.baseline["exact_match"]}
+        """The first-sentence baseline (EM/F1 on validation) the module reports its scores against, and whether
+        questions may have no answer (SQuAD v2.0 post-processing and scoring)."""
+        return {"baseline_f1": self.baseline["f1"], "baseline_exact_match": self.baseline["exact_match"],
+                "version_2_with_negative": self.version_2_with_negative}
 
     def _processing_params(self) -> dict[str, Any]:
         return {"question": self.question_column, "context": self.context_column, "answers": self.answers_column,
-                "max_length": self.max_length, "doc_stride": self.doc_stride, "version": 1}
+                "max_length": self.max_length, "doc_stride": self.doc_stride, "version": 2,
+                "version_2_with_negative": self.version_2_with_negative}
 
     # ----------------------------------------------------------------- raw data
     def load_raw(self) -> DatasetDict:
@@ -185,6 +230,7 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
         """Every answer_start must point at its answer text in the context: one line naming the rows otherwise."""
         col, ctx_col = self.answers_column, self.context_column
         bad: list[int] = []
+        unanswered: list[int] = []
         for start in range(0, len(ds), 1000):
             part = ds[start:start + 1000]
             for i, (answers, context) in enumerate(zip(part[col], part[ctx_col])):
@@ -192,6 +238,8 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
                     raise UserError(f"data.answers_column={col!r} must hold {{'text': [...], 'answer_start': "
                                     f"[...]}} per row, the {split} split's row {start + i} has {answers!r}"[:300])
                 texts, starts = answers["text"] or [], answers["answer_start"] or []
+                if not texts:
+                    unanswered.append(start + i)
                 if len(texts) != len(starts) or any(
                         s is None or t is None or not 0 <= int(s) <= len(context or "") - len(t)
                         or context[int(s):int(s) + len(t)] != t for t, s in zip(texts, starts)):
@@ -199,6 +247,10 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
         if bad:
             raise UserError(f"data ({split}): {len(bad)} of {len(ds)} rows have an {col}.answer_start that does not "
                             f"point at the {col}.text in {ctx_col!r} (first: row {bad[0]})")
+        if unanswered and not self.version_2_with_negative:
+            raise UserError(f"data ({split}): {len(unanswered)} of {len(ds)} rows have no answer in {col!r} (first: "
+                            f"row {unanswered[0]}): set data.version_2_with_negative=true for unanswerable "
+                            f"questions (SQuAD v2.0)")
 
     # ----------------------------------------------------------------- tokenize once
     def _process(self, raw: DatasetDict) -> tuple[DatasetDict, dict[str, Any]]:
@@ -229,7 +281,8 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
                   return_overflowing_tokens=True, return_offsets_mapping=True, padding=False)
         sample_map = out.pop("overflow_to_sample_mapping")
         offsets_all = out.pop("offset_mapping")
-        starts, ends, ex_index, off_s, off_e, ctx, gold = [], [], [], [], [], [], []
+        starts, ends, ex_index, cls_index, off_s, off_e, ctx, gold, qids, qs = ([] for _ in range(10))
+        row_ids = batch["id"] if "id" in batch else [str(i) for i in indices]
         for i, offsets in enumerate(offsets_all):
             ids = out["input_ids"][i]
             cls = ids.index(tok.cls_token_id) if tok.cls_token_id in ids else 0
@@ -250,14 +303,17 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
             ends.append(end_token)
             if keep_text:
                 ex_index.append(indices[row])
+                cls_index.append(cls)
+                qids.append(str(row_ids[row]))
+                qs.append(batch[self.question_column][row] or "")
                 off_s.append([o[0] if s == 1 else -1 for o, s in zip(offsets, seq)])
                 off_e.append([o[1] if s == 1 else -1 for o, s in zip(offsets, seq)])
                 ctx.append(contexts[row])
                 gold.append([str(t) for t in answers["text"]])
         out["start_positions"], out["end_positions"] = starts, ends
         if keep_text:
-            out.update({"example_index": ex_index, "offset_start": off_s, "offset_end": off_e, "context": ctx,
-                        "answers": gold})
+            out.update({"example_index": ex_index, "cls_index": cls_index, "offset_start": off_s, "offset_end": off_e,
+                        "example_id": qids, "question": qs, "context": ctx, "answers": gold})
         return dict(out)
 
     def _first_sentence_baseline(self, raw: DatasetDict) -> dict[str, float | None]:
@@ -272,6 +328,9 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
             cut = [i for i in (context.find(". "), context.find("? "), context.find("! ")) if i >= 0]
             preds.append(context[:min(cut) + 1] if cut else context)
             golds.append(list(answers["text"]))
+        if self.version_2_with_negative:
+            scores = squad_v2_scores(preds, golds)
+            return {"f1": scores["f1"], "exact_match": scores["exact_match"]}
         return squad_scores(preds, golds)
 
     def _after_load(self, datasets: DatasetDict, meta: dict[str, Any]) -> None:

@@ -12,9 +12,11 @@ from torchmetrics.utilities import dim_zero_cat
 from transformers import AutoModelForTokenClassification
 
 from lightning_llm.config.schema import Positive, UnitFraction
+from lightning_llm.data.token_classification import EVAL_KEYS
 from lightning_llm.errors import UserError
 from lightning_llm.modules.base import HFTaskModule
 from lightning_llm.runtime.extras import require_extra
+from lightning_llm.utils.text_states import decode_objects, encode_objects
 
 _PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")  # IOB1/IOB2/IOE/IOBES/BILOU chunk prefixes
 _AVERAGES = {"micro avg", "macro avg", "weighted avg"}
@@ -26,7 +28,9 @@ class SeqevalMetric(Metric):
     Word-level tag ids are kept per sequence (positions labelled -100 are not words) in list states reduced by
     concatenation, so under DDP every rank's sentences are gathered and scored once, as one corpus: entity F1 is
     not a mean of batch F1s. Scoring is seqeval's default mode (as transformers' run_ner and `evaluate`'s
-    seqeval use it), which reads IOB1, IOB2 and IOBES tags the way seqeval does.
+    seqeval use it), which reads IOB1, IOB2 and IOBES tags the way seqeval does. With `example_index` (the
+    sentence's row) the sentences come back in row order and a row repeated by the distributed sampler's padding
+    counts once; with `words` they come back with their words, for the predictions file.
     """
 
     full_state_update = False
@@ -34,30 +38,60 @@ class SeqevalMetric(Metric):
     def __init__(self, label_names: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.label_names = list(label_names)
-        self.add_state("preds", default=[], dist_reduce_fx="cat")
-        self.add_state("target", default=[], dist_reduce_fx="cat")
-        self.add_state("lengths", default=[], dist_reduce_fx="cat")
+        for name in ("preds", "target", "lengths", "example_index", "words", "words_lengths"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, preds: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, preds: torch.Tensor, labels: torch.Tensor, example_index: torch.Tensor | None = None,
+               words: list[list[str]] | None = None) -> None:
         """`preds`, `labels`: (batch, tokens) tag ids; labels -100 where no word starts."""
-        words = labels != -100
-        self.preds.append(preds[words].long())
-        self.target.append(labels[words].long())
-        self.lengths.append(words.sum(-1).long())
+        starts = labels != -100
+        self.preds.append(preds[starts].long())
+        self.target.append(labels[starts].long())
+        self.lengths.append(starts.sum(-1).long())
+        if example_index is not None:
+            self.example_index.append(example_index.long())
+        if words is not None:
+            blob, lengths = encode_objects(words, labels.device)
+            self.words.append(blob)
+            self.words_lengths.append(lengths)
+
+    def _rows(self) -> list[tuple[list[int], list[int], list[str] | None]]:
+        """(true ids, predicted ids, words or None) per sentence, in row order, each row once."""
+        if not len(self.lengths):  # a list, or after a DDP sync a tensor (empty when no rank had any)
+            return []
+        lengths = dim_zero_cat(self.lengths).tolist()
+        target, preds = dim_zero_cat(self.target).tolist(), dim_zero_cat(self.preds).tolist()
+        words = decode_objects(self.words, self.words_lengths) if len(self.words_lengths) else [None] * len(lengths)
+        rows, start = [], 0
+        for n, row_words in zip(lengths, words):
+            rows.append((target[start:start + n], preds[start:start + n], row_words))
+            start += n
+        if not len(self.example_index):
+            return rows
+        by_index: dict[int, tuple[list[int], list[int], list[str] | None]] = {}
+        for index, row in zip(dim_zero_cat(self.example_index).tolist(), rows):
+            by_index.setdefault(index, row)
+        return [by_index[i] for i in sorted(by_index)]
 
     def sequences(self) -> tuple[list[list[str]], list[list[str]]]:
         """(true tags, predicted tags) per sentence, as names."""
-        if isinstance(self.lengths, list) and not self.lengths:  # after a DDP sync the states are tensors
-            return [], []
-        lengths = dim_zero_cat(self.lengths).tolist()
         names = self.label_names
-        split = [list(part) for part in (dim_zero_cat(self.target).tolist(), dim_zero_cat(self.preds).tolist())]
-        out: tuple[list[list[str]], list[list[str]]] = ([], [])
-        for ids, seqs in zip(split, out):
-            start = 0
-            for n in lengths:
-                seqs.append([names[i] for i in ids[start:start + n]])
-                start += n
+        rows = self._rows()
+        return [[names[i] for i in t] for t, _, _ in rows], [[names[i] for i in p] for _, p, _ in rows]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One object per sentence for `predictions_<stage>.jsonl`: the scored words (a sentence cut by
+        max_length keeps its first words only; `truncated` says how many were dropped), gold and predicted tags."""
+        names, out = self.label_names, []
+        for target, preds, words in self._rows():
+            record: dict[str, Any] = {}
+            if words is not None:
+                record["words"] = words[:len(target)]
+                if len(words) > len(target):
+                    record["truncated"] = len(words) - len(target)
+            record["tags"] = [names[i] for i in target]
+            record["predicted"] = [names[i] for i in preds]
+            out.append(record)
         return out
 
     def compute(self) -> dict[str, float]:
@@ -75,6 +109,15 @@ class SeqevalMetric(Metric):
         for name in sorted(types):
             values[f"f1_{name}"] = report.get(name, {}).get("f1-score", 0.0)
         return {name: float(value) for name, value in values.items()}
+
+    def per_type_report(self) -> dict[str, dict[str, float]]:
+        """seqeval's classification report (precision, recall, f1-score, support per type and average)."""
+        metrics = require_extra("seqeval.metrics", "ner", "model=token_classifier")
+        truth, pred = self.sequences()
+        if not truth:
+            return {}
+        report = metrics.classification_report(truth, pred, output_dict=True, zero_division=0)
+        return {name: {k: float(v) for k, v in row.items()} for name, row in report.items()}
 
 
 class TokenClassificationModule(HFTaskModule):
@@ -124,13 +167,18 @@ class TokenClassificationModule(HFTaskModule):
         return nn.ModuleDict({"loss": MeanMetric(), "seqeval": SeqevalMetric(names)})
 
     def update_metrics(self, metrics: nn.ModuleDict, batch: dict[str, torch.Tensor]) -> None:
-        out = self.model(**batch)
+        out = self.model(**{k: v for k, v in batch.items() if k not in EVAL_KEYS})
         labels = batch["labels"]
         metrics["loss"].update(out.loss.detach(), weight=int((labels != -100).sum()))
-        metrics["seqeval"].update(out.logits.argmax(-1), labels)
+        metrics["seqeval"].update(out.logits.argmax(-1), labels, batch.get("example_index"), batch.get("words"))
 
     def compute_metrics(self, metrics: nn.ModuleDict) -> dict[str, Any]:
-        return {"loss": float(metrics["loss"].compute()), **metrics["seqeval"].compute()}
+        seqeval = metrics["seqeval"]
+        values = seqeval.compute()
+        if values and not self.trainer.sanity_checking:
+            stage = "test" if self.trainer.testing else "val"
+            self.write_predictions(stage, seqeval.records(), {"seqeval_report": seqeval.per_type_report()})
+        return {"loss": float(metrics["loss"].compute()), **values}
 
     def fit_summary(self, metrics: Mapping[str, Any]) -> str | None:
         f1, baseline = metrics.get("val/f1"), self.hparams.get("baseline_f1")
