@@ -12,15 +12,17 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import AutoConfig, PreTrainedTokenizerFast
+from transformers import AutoConfig, BertConfig, BertForQuestionAnswering, PreTrainedTokenizerFast
 
 from lightning_llm.data.question_answering import (
     QuestionAnsweringDataModule,
     exact_match_score,
     f1_score,
+    f1_score_v2,
     normalize_answer,
     read_nested_squad,
     squad_scores,
+    squad_v2_scores,
 )
 from lightning_llm.data.sources import BUNDLED_DIR
 from lightning_llm.errors import UserError
@@ -316,3 +318,168 @@ def test_demo_learns_far_above_the_first_sentence_baseline(tmp_path: Path) -> No
     val = results["val"]
     assert val["val/first_sentence_f1"] < 0.15 and val["val/f1"] > val["val/first_sentence_f1"] + 0.3
     assert results["test"]["test/f1"] > val["val/first_sentence_f1"] + 0.3
+
+
+# ----------------------------------------------------------------------------------------------- SQuAD v2.0
+def test_squad_v2_scores_by_hand() -> None:
+    preds = ["Paris", "", "London", "", "Eiffel Tower in Paris", ""]
+    golds = [["Paris"], [], [], ["the Eiffel Tower"], ["the Eiffel Tower"], ["a", "The"]]  # the last: no answer
+    scores = squad_v2_scores(preds, golds)  # after normalisation
+    assert scores == pytest.approx({"exact_match": 3 / 6, "f1": (1 + 1 + 0 + 0 + 2 / 3 + 1) / 6, "total": 6,
+                                    "HasAns_exact_match": 1 / 3, "HasAns_f1": (1 + 0 + 2 / 3) / 3, "HasAns_total": 3,
+                                    "NoAns_exact_match": 2 / 3, "NoAns_f1": 2 / 3, "NoAns_total": 3})
+    assert f1_score_v2("", "") == 1.0 and f1_score("", "") == 0.0  # where v2.0's F1 differs from v1.1's
+    assert f1_score_v2("the", "") == 1.0 and f1_score_v2("x", "") == 0.0
+
+
+def _reference_postprocess_v2(features: list[dict], n_best: int, max_len: int, threshold: float) -> dict[int, str]:
+    """utils_qa.py postprocess_qa_predictions with version_2_with_negative=True, transcribed: the least [CLS]
+    (index 0) score over an example's windows is its null score, competing in the n-best list; "" when the null
+    score beats the best non-null candidate by more than the threshold."""
+    by_example: dict[int, list[dict]] = {}
+    for f in features:
+        by_example.setdefault(f["example"], []).append(f)
+    out = {}
+    for example, feats in by_example.items():
+        context, prelim, least_null = feats[0]["context"], [], None
+        for f in feats:
+            start_logits, end_logits, offsets = f["start"], f["end"], f["offsets"]
+            null = start_logits[0] + end_logits[0]
+            if least_null is None or least_null["score"] > null:
+                least_null = {"offsets": (0, 0), "score": null}
+            for s in np.argsort(start_logits)[-1:-n_best - 1:-1].tolist():
+                for e in np.argsort(end_logits)[-1:-n_best - 1:-1].tolist():
+                    if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > max_len:
+                        continue
+                    prelim.append({"offsets": (offsets[s][0], offsets[e][1]),
+                                   "score": start_logits[s] + end_logits[e]})
+        prelim.append(least_null)
+        best = sorted(prelim, key=lambda c: c["score"], reverse=True)[:n_best]
+        if not any(c["offsets"] == (0, 0) for c in best):
+            best.append(least_null)
+        for c in best:
+            c["text"] = context[c["offsets"][0]:c["offsets"][1]]
+        if len(best) == 1 and best[0]["text"] == "":
+            best.insert(0, {"text": "empty", "score": 0.0})
+        non_null = next(c for c in best if c["text"] != "")
+        out[example] = "" if least_null["score"] - non_null["score"] > threshold else non_null["text"]
+    return out
+
+
+def test_v2_post_processing_equals_run_qa_with_null_scores() -> None:
+    context = "aa bb cc dd"
+    offsets = [None, None, None, (0, 2), (3, 5), (6, 8), (9, 11), None]  # [CLS] q [SEP] aa bb cc dd [SEP]
+    start, end = [-10.0] * 8, [-10.0] * 8
+    start[0], end[0] = 2.0, 2.0  # null score 4
+    start[4], end[5] = 1.5, 1.0  # "bb cc" = 2.5: null - best = 1.5
+    feature = {"example": 0, "context": context, "answers": [], "offsets": offsets, "start": start, "end": end}
+    b = _batch([feature], 8)
+    for threshold, expected in ((0.0, ""), (1.4, ""), (1.5, "bb cc"), (3.0, "bb cc")):
+        metric = SquadMetric(version_2_with_negative=True, null_score_diff_threshold=threshold)
+        metric.update(b["start"], b["end"], b["batch"])
+        record = metric.records()[0]
+        assert record["prediction"] == expected == _reference_postprocess_v2([feature], 20, 30, threshold)[0]
+        assert record["null_score_diff"] == pytest.approx(1.5)
+    assert metric.compute()["NoAns_exact_match"] == 0.0  # "bb cc" for a question without an answer
+    # Random logits, questions of 1-3 windows, a third unanswerable: equal to run_qa's loop for three thresholds.
+    gen = np.random.default_rng(1)
+    features = []
+    for example in range(30):
+        words = [f"w{example}x{i}" for i in range(12)]
+        text, spans, pos = " ".join(words), [], 0
+        for word in words:
+            spans.append((pos, pos + len(word)))
+            pos += len(word) + 1
+        answers = [] if example % 3 == 0 else [words[3]]
+        for first in range(0, int(gen.integers(1, 4)) * 4, 4):
+            window = [None, None, *spans[first:first + 6], None]
+            start, end = gen.normal(size=(2, len(window))) * 2
+            start[0] += 4.0 if not answers else 2.0  # [CLS]: the null answer competes
+            end[0] += 4.0 if not answers else 2.0
+            features.append({"example": example, "context": text, "answers": answers, "offsets": window,
+                             "start": start.tolist(), "end": end.tolist()})
+    for threshold in (-1.0, 0.0, 1.0):
+        metric = SquadMetric(n_best_size=5, version_2_with_negative=True, null_score_diff_threshold=threshold)
+        for i in range(0, len(features), 7):
+            b = _batch(features[i:i + 7], 12)
+            metric.update(b["start"], b["end"], b["batch"])
+        ours = {row: pred for row, (pred, _) in metric.predictions().items()}
+        reference = _reference_postprocess_v2(features, 5, 30, threshold)
+        assert ours == reference and 0 < sum(p == "" for p in ours.values()) < 30
+        golds = {f["example"]: f["answers"] for f in features}
+        assert metric.compute() == squad_v2_scores([reference[i] for i in range(30)], [golds[i] for i in range(30)])
+
+
+def _v2_rows() -> list[dict]:
+    """Hand-made SQuAD v2.0 rows: two answerable questions, two unanswerable ones (empty answers)."""
+    return [_row(0), _row(1, question="what is first ?", answer="alpha bravo"),
+            {"id": "q2", "question": "where is the city ?", "context": CONTEXT, "answers": {"text": [],
+                                                                                             "answer_start": []}},
+            {"id": "q3", "question": "what is last ?", "context": CONTEXT, "answers": {"text": [], "answer_start": []}}]
+
+
+def test_v2_data_trains_unanswerable_to_cls_and_v1_refuses_them(tmp_path: Path) -> None:
+    files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", _v2_rows()) for split in ("train", "validation")}
+    with pytest.raises(UserError) as err:
+        _datamodule(tmp_path, files, max_length=24, doc_stride=6)
+    assert "data (train): 2 of 4 rows have no answer in 'answers' (first: row 2): set " \
+           "data.version_2_with_negative=true" in str(err.value) and "\n" not in str(err.value)
+    dm = _datamodule(tmp_path, files, max_length=24, doc_stride=6, version_2_with_negative=True)
+    assert dm.model_kwargs()["version_2_with_negative"] is True
+    val = dm.datasets["validation"]
+    for f in val:
+        if f["example_index"] >= 2:
+            assert f["start_positions"] == f["end_positions"] == f["cls_index"] == 0 and f["answers"] == []
+    # A tiny model's logits on the real batches: the metric equals run_qa's v2 loop; a threshold below any score
+    # difference answers nothing: exact match = the unanswerable share, by hand.
+    tokenizer = dm.tokenizer
+    torch.manual_seed(0)
+    model = BertForQuestionAnswering(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                                num_attention_heads=2, intermediate_size=32)).eval()
+    loader = dm.val_dataloader()
+    for threshold in (0.0, -1e9):
+        metric, features = SquadMetric(version_2_with_negative=True, null_score_diff_threshold=threshold), []
+        for batch in loader:
+            with torch.no_grad():
+                out = model(**{k: v for k, v in batch.items() if k in ("input_ids", "token_type_ids",
+                                                                       "attention_mask")})
+            metric.update(out.start_logits, out.end_logits, batch)
+            for i in range(len(batch["example_index"])):
+                n = int(batch["attention_mask"][i].sum())
+                features.append({"example": int(batch["example_index"][i]), "context": batch["context"][i],
+                                 "offsets": [(s, e) if s >= 0 else None for s, e in
+                                             zip(batch["offset_start"][i][:n].tolist(),
+                                                 batch["offset_end"][i][:n].tolist())],
+                                 "start": out.start_logits[i][:n].tolist(), "end": out.end_logits[i][:n].tolist()})
+        ours = {row: pred for row, (pred, _) in metric.predictions().items()}
+        assert ours == _reference_postprocess_v2(features, 20, 30, threshold)
+    assert set(ours.values()) == {""}
+    assert metric.compute() == {"exact_match": 0.5, "f1": 0.5, "total": 4, "HasAns_exact_match": 0.0,
+                                "HasAns_f1": 0.0, "HasAns_total": 2, "NoAns_exact_match": 1.0, "NoAns_f1": 1.0,
+                                "NoAns_total": 2}
+
+
+def test_v2_run_writes_v2_metrics_and_rescorable_predictions(tmp_path: Path) -> None:
+    rows = _bundled(60)
+    for row in rows[::3]:  # a third unanswerable
+        row["answers"] = {"text": [], "answer_start": []}
+    files = {"train": _write_jsonl(tmp_path / "train.jsonl", rows[:40]),
+             "validation": _write_jsonl(tmp_path / "dev.jsonl", rows[40:50]),
+             "test": _write_jsonl(tmp_path / "test.jsonl", rows[50:])}
+    run = [o for o in RUN if not o.startswith("++trainer.limit_")]
+    cfg = compose_run_config(tmp_path / "run", [*run, "++trainer.limit_train_batches=2", "export=false",
+                                                "data.version_2_with_negative=true",
+                                                "model.null_score_diff_threshold=-0.5",
+                                                *(f"data.{split}_file={path}" for split, path in files.items())])
+    results = train(cfg)
+    GlobalHydra.instance().clear()
+    test = results["test"]
+    assert {"test/HasAns_f1", "test/NoAns_f1", "test/HasAns_exact_match", "test/NoAns_exact_match"} <= set(test)
+    records = [json.loads(line) for line in (tmp_path / "run" / "predictions_test.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [row["id"] for row in rows[50:]]
+    assert all("null_score_diff" in r for r in records)
+    scores = squad_v2_scores([r["prediction"] for r in records], [r["answers"] for r in records])
+    for name in ("exact_match", "f1", "HasAns_f1", "NoAns_f1"):
+        assert scores[name] == pytest.approx(test[f"test/{name}"], abs=1e-6), name
+    details = json.loads((tmp_path / "run" / "results.json").read_text())["details"]["test"]
+    assert details["squad_version"] == "2.0" and details["NoAns_total"] == 3 and details["HasAns_total"] == 7
