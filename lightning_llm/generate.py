@@ -28,7 +28,7 @@ from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.errors import UserError, require
 from lightning_llm.modules.generation import generate_ids
 from lightning_llm.runtime.builders import tokenizer_dir
-from lightning_llm.runtime.checkpoints import load_module, run_dir_of
+from lightning_llm.runtime.checkpoints import load_module, looks_local, run_checkpoint, run_dir_of
 from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
 
@@ -90,25 +90,6 @@ def read_prompts(cfg: DictConfig) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- loading
-def _looks_local(name: str) -> bool:
-    """A path, not a hub id (`name` or `org/name`): it starts with . / ~, ends with .ckpt, has more than one slash,
-    or its first component is a directory here (`outputs/typo`). Such a path that does not exist is an error at
-    once, instead of ~35 s of hub retries."""
-    return name.startswith((".", "/", "~")) or name.endswith(".ckpt") or name.count("/") > 1 or \
-        ("/" in name and Path(name.split("/", 1)[0]).is_dir())
-
-
-def _run_checkpoint(run_dir: Path) -> Path | None:
-    """The best checkpoint of a run directory (results.json, else best-*.ckpt), else its last.ckpt."""
-    results = run_dir / "results.json"
-    if results.is_file():
-        best = json.loads(results.read_text()).get("best_checkpoint")
-        if best and Path(best).is_file():
-            return Path(best)
-    candidates = sorted((run_dir / "checkpoints").glob("best*.ckpt")) or sorted((run_dir / "checkpoints").glob("*.ckpt"))
-    return candidates[-1] if candidates else None
-
-
 def _from_checkpoint(path: Path) -> tuple[PreTrainedModel, Any]:
     module = load_module(path, key="model_path")
     require(getattr(module, "task", None) == "causal_lm",
@@ -145,10 +126,10 @@ def load_for_generation(model_path: str, trust_remote_code: bool = False) -> tup
     elif path.is_dir() and (path / "hf_model" / "config.json").is_file():
         model, tokenizer = _from_pretrained(str(path / "hf_model"), trust_remote_code)
     elif path.is_dir():
-        ckpt = _run_checkpoint(path)
+        ckpt = run_checkpoint(path)
         require(ckpt is not None, f"model_path: {path} has no config.json, hf_model/ or checkpoints/*.ckpt")
         model, tokenizer = _from_checkpoint(ckpt)
-    elif _looks_local(model_path):
+    elif looks_local(model_path):
         raise UserError(f"model_path: not found: {model_path}")
     else:
         model, tokenizer = _from_pretrained(model_path, trust_remote_code)

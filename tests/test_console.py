@@ -15,6 +15,7 @@ from lightning_llm import generate
 from lightning_llm.errors import UserError
 from lightning_llm.runtime import hardware
 from lightning_llm.runtime.argv import route_output_dir
+from lightning_llm.runtime.checkpoints import looks_local
 from lightning_llm.runtime.cli import print_config
 from lightning_llm.runtime.console import failed_run_line, final_line, quiet_known_noise
 from tests.conftest import TINY_BERT
@@ -154,7 +155,7 @@ def test_known_noise_is_silenced_narrowly(caplog) -> None:
 def test_looks_local(tmp_path: Path, monkeypatch, name: str, local: bool) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "outputs").mkdir()
-    assert generate._looks_local(name) is local
+    assert looks_local(name) is local
 
 
 def test_mistyped_local_model_path_fails_at_once(tmp_path: Path, monkeypatch) -> None:

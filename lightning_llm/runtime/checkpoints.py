@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,22 @@ def saved_run_config(ckpt_path: str | Path) -> DictConfig | None:
     """The composed config Hydra saved for the run that wrote `ckpt_path`, if it is there."""
     path = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
     return OmegaConf.load(path) if path.exists() else None
+
+
+def looks_local(name: str) -> bool:
+    """A path, not a hub id (`name` or `org/name`): it starts with . / ~, ends with .ckpt, has more than one slash,
+    or its first component is a directory here (`outputs/typo`). Such a path that does not exist is an error at
+    once, instead of ~35 s of hub retries."""
+    return name.startswith((".", "/", "~")) or name.endswith(".ckpt") or name.count("/") > 1 or \
+        ("/" in name and Path(name.split("/", 1)[0]).is_dir())
+
+
+def run_checkpoint(run_dir: Path) -> Path | None:
+    """The best checkpoint of a run directory (results.json, else best-*.ckpt), else its last.ckpt."""
+    results = run_dir / "results.json"
+    if results.is_file():
+        best = json.loads(results.read_text()).get("best_checkpoint")
+        if best and Path(best).is_file():
+            return Path(best)
+    candidates = sorted((run_dir / "checkpoints").glob("best*.ckpt")) or sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    return candidates[-1] if candidates else None
