@@ -483,3 +483,22 @@ def test_v2_run_writes_v2_metrics_and_rescorable_predictions(tmp_path: Path) -> 
         assert scores[name] == pytest.approx(test[f"test/{name}"], abs=1e-6), name
     details = json.loads((tmp_path / "run" / "results.json").read_text())["details"]["test"]
     assert details["squad_version"] == "2.0" and details["NoAns_total"] == 3 and details["HasAns_total"] == 7
+
+
+@pytest.mark.slow
+def test_ddp_sim_metrics_and_predictions_equal_one_process(run_cli, tmp_path: Path) -> None:
+    """2 CPU processes (per-device batch 16) against one (batch 32), dropout off: the same EM/F1 (asserted within
+    1e-4, as tests/test_ddp.py) and the same predictions file: each validation question once, its windows gathered
+    from both ranks before the best span is chosen."""
+    common = ["experiment=qa_demo", *TINY, "trainer.max_epochs=1", "+trainer.limit_train_batches=8", "test=false",
+              "export=false", "callbacks.rich_progress_bar=null"]
+    one = run_cli("lightning_llm.train", *common, "data.batch_size=32", f"paths.output_dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    ddp = run_cli("lightning_llm.train", *common, "data.batch_size=16", "hardware=ddp_sim",
+                  f"paths.output_dir={tmp_path / 'ddp'}")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    results = {side: json.loads((tmp_path / side / "results.json").read_text())["val"] for side in ("one", "ddp")}
+    for name in ("val/exact_match", "val/f1"):
+        assert results["ddp"][name] == pytest.approx(results["one"][name], abs=1e-4), name
+    files = {side: json.loads((tmp_path / side / "predictions_val.json").read_text()) for side in ("one", "ddp")}
+    assert len(files["ddp"]) == 200 and files["ddp"] == files["one"]

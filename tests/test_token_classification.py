@@ -278,3 +278,25 @@ def test_demo_learns_far_above_the_majority_baseline(tmp_path: Path) -> None:
     assert val["val/majority_f1"] < 0.05 and val["val/f1"] > 0.9
     assert val["val/acc"] > val["val/majority_acc"] + 0.2
     assert results["test"]["test/f1"] > 0.9
+
+
+@pytest.mark.slow
+def test_ddp_sim_metrics_and_predictions_equal_one_process(run_cli, tmp_path: Path) -> None:
+    """2 CPU processes (per-device batch 16) against one (batch 32), dropout off: the same validation metrics (seen:
+    equal to 1e-7; asserted 1e-4, as tests/test_ddp.py) and the same predictions file: all 200 validation
+    sentences gathered from both ranks, in row order, once each."""
+    common = ["experiment=ner_demo", *TINY, "model.dropout=0.0", "trainer.max_epochs=1",
+              "+trainer.limit_train_batches=10", "test=false", "export=false", "callbacks.rich_progress_bar=null"]
+    one = run_cli("lightning_llm.train", *common, "data.batch_size=32", f"paths.output_dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    ddp = run_cli("lightning_llm.train", *common, "data.batch_size=16", "hardware=ddp_sim",
+                  f"paths.output_dir={tmp_path / 'ddp'}")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    results = {side: json.loads((tmp_path / side / "results.json").read_text())["val"] for side in ("one", "ddp")}
+    for name in ("val/loss", "val/f1", "val/precision", "val/recall", "val/acc"):
+        assert results["ddp"][name] == pytest.approx(results["one"][name], abs=1e-4), name
+    files = {side: [json.loads(line) for line in (tmp_path / side / "predictions_val.jsonl").read_text().splitlines()]
+             for side in ("one", "ddp")}
+    rows = [json.loads(line) for line in (BUNDLED_DIR / "ner_validation.jsonl").read_text().splitlines()]
+    assert [r["words"] for r in files["ddp"]] == [row["tokens"] for row in rows]
+    assert files["ddp"] == files["one"]

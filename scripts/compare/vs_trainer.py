@@ -10,7 +10,8 @@ Both sides: fine-tune `--model_dir` (default: a BERT of the demos' size, random 
 trained on the training file, saved once under the work dir so it runs offline), validate every epoch, test the
 best validation checkpoint (Trainer: `load_best_model_at_end`, `metric_for_best_model=f1`), AdamW with linear
 decay after `int(warmup_ratio * steps)` warm-up steps, weight decay off for biases and LayerNorm weights,
-gradient clipping at `--max_grad_norm`, the seed. Each side is a subprocess timed from start to exit (imports,
+gradient clipping at `--max_grad_norm`, the seed (round k: seed + k on both sides, so the medians are over
+seeds: head initialisation and data order differ between the two implementations). Each side is a subprocess timed from start to exit (imports,
 tokenization and checkpoint writes included), so the wall-time ratio is what a user waits.
 
 The Trainer side follows run_ner.py / run_qa.py (written from their documented flow): NER tokenizes words with
@@ -313,7 +314,8 @@ def main() -> None:
     parser.add_argument("--weight_decay", type=float, default=0.01)
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--rounds", type=int, default=2, help="A B rounds (alternated, the order flipped each round)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="A B rounds, the order flipped each round; round k uses seed + k on both sides")
     parser.add_argument("--workdir", help="default: a temporary directory")
     parser.add_argument("--_side", help=argparse.SUPPRESS)
     parser.add_argument("--_out", help=argparse.SUPPRESS)
@@ -351,10 +353,11 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {"trainer": [], "ours": []}
     for round_ in range(args.rounds):
         order = ("trainer", "ours") if round_ % 2 == 0 else ("ours", "trainer")
+        seeded = argparse.Namespace(**{**vars(args), "seed": args.seed + round_})
         for side in order:
-            m = run_side(side, args, work / f"{side}_{round_}")
+            m = run_side(side, seeded, work / f"{side}_{round_}")
             results[side].append(m)
-            print(f"round {round_ + 1} {side:8s} " + " ".join(f"{n} {m[n]:.4f}" for n in names)
+            print(f"round {round_ + 1} (seed {seeded.seed}) {side:8s} " + " ".join(f"{n} {m[n]:.4f}" for n in names)
                   + f"  wall {m['seconds']:.1f} s", flush=True)
     print(f"\n| {args.task} (median of {args.rounds}) | Trainer | llm-train | difference |\n|---|---|---|---|")
     for n in [*names, "seconds"]:
