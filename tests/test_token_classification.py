@@ -282,21 +282,28 @@ def test_demo_learns_far_above_the_majority_baseline(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ddp_sim_metrics_and_predictions_equal_one_process(run_cli, tmp_path: Path) -> None:
-    """2 CPU processes (per-device batch 16) against one (batch 32), dropout off: the same validation metrics (seen:
-    equal to 1e-7; asserted 1e-4, as tests/test_ddp.py) and the same predictions file: all 200 validation
-    sentences gathered from both ranks, in row order, once each."""
+    """The same checkpoint evaluated by 2 CPU processes (llm-eval hardware=ddp_sim) and by one: the same test
+    metrics and the same predictions file (all 200 test sentences gathered from both ranks, in row order, once).
+    Training under ddp_sim (per-device batch 16 against 32, dropout off) ends at the same val/loss within 1e-4;
+    its tags may differ by a few words: HF's loss is a mean over each rank's labelled tokens, so the averaged
+    gradient weights a rank's tokens by 1/its token count (seen: weights 7e-4 apart, 1 entity of 200 sentences)."""
     common = ["experiment=ner_demo", *TINY, "model.dropout=0.0", "trainer.max_epochs=1",
-              "+trainer.limit_train_batches=10", "test=false", "export=false", "callbacks.rich_progress_bar=null"]
+              "+trainer.limit_train_batches=10", "export=false", "callbacks.rich_progress_bar=null"]
     one = run_cli("lightning_llm.train", *common, "data.batch_size=32", f"paths.output_dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-3000:]
-    ddp = run_cli("lightning_llm.train", *common, "data.batch_size=16", "hardware=ddp_sim",
+    ddp = run_cli("lightning_llm.train", *common, "test=false", "data.batch_size=16", "hardware=ddp_sim",
                   f"paths.output_dir={tmp_path / 'ddp'}")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    results = {side: json.loads((tmp_path / side / "results.json").read_text())["val"] for side in ("one", "ddp")}
-    for name in ("val/loss", "val/f1", "val/precision", "val/recall", "val/acc"):
-        assert results["ddp"][name] == pytest.approx(results["one"][name], abs=1e-4), name
-    files = {side: [json.loads(line) for line in (tmp_path / side / "predictions_val.jsonl").read_text().splitlines()]
-             for side in ("one", "ddp")}
-    rows = [json.loads(line) for line in (BUNDLED_DIR / "ner_validation.jsonl").read_text().splitlines()]
-    assert [r["words"] for r in files["ddp"]] == [row["tokens"] for row in rows]
-    assert files["ddp"] == files["one"]
+    val = {side: json.loads((tmp_path / side / "results.json").read_text())["val"] for side in ("one", "ddp")}
+    assert val["ddp"]["val/loss"] == pytest.approx(val["one"]["val/loss"], abs=1e-4)
+    ckpt = json.loads((tmp_path / "one" / "results.json").read_text())["best_checkpoint"]
+    ev = run_cli("lightning_llm.evaluate", f"ckpt_path={ckpt}", "hardware=ddp_sim", f"paths.output_dir={tmp_path / 'ev'}")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    test = json.loads((tmp_path / "one" / "results.json").read_text())["test"]
+    evaluated = json.loads((tmp_path / "ev" / "eval_results.json").read_text())["test"]
+    assert evaluated == pytest.approx(test, abs=1e-6)  # seen: loss 1.2e-7 apart (float32 sums), the rest equal
+    files = [[json.loads(line) for line in (tmp_path / side / "predictions_test.jsonl").read_text().splitlines()]
+             for side in ("one", "ev")]
+    rows = [json.loads(line) for line in (BUNDLED_DIR / "ner_test.jsonl").read_text().splitlines()]
+    assert [r["words"] for r in files[1]] == [row["tokens"][:len(r["words"])] for r, row in zip(files[1], rows)]
+    assert len(files[1]) == len(rows) == 200 and files[1] == files[0]

@@ -175,7 +175,8 @@ class ExtractiveQAModule(HFTaskModule):
 
     def compute_metrics(self, metrics: nn.ModuleDict) -> dict[str, Any]:
         squad = metrics["squad"]
-        records = squad.records()
+        with squad.sync_context():  # all ranks' windows (what `compute()` gathers; `records()` is not it)
+            records = squad.records()
         if not records:
             return {"loss": float(metrics["loss"].compute())}
         preds, golds = [r["prediction"] for r in records.values()], [r["answers"] for r in records.values()]

@@ -171,10 +171,11 @@ class TokenClassificationModule(HFTaskModule):
 
     def compute_metrics(self, metrics: nn.ModuleDict) -> dict[str, Any]:
         seqeval = metrics["seqeval"]
-        values, report = seqeval.scores()
-        if values and not self.trainer.sanity_checking:
-            stage = "test" if self.trainer.testing else "val"
-            self.write_predictions(stage, seqeval.records(), {"seqeval_report": report})
+        with seqeval.sync_context():  # all ranks' sentences (what `compute()` gathers; these methods are not it)
+            values, report = seqeval.scores()
+            records = seqeval.records() if values and not self.trainer.sanity_checking else None
+        if records is not None:
+            self.write_predictions("test" if self.trainer.testing else "val", records, {"seqeval_report": report})
         return {"loss": float(metrics["loss"].compute()), **values}
 
     def fit_summary(self, metrics: Mapping[str, Any]) -> str | None:
