@@ -33,7 +33,7 @@ from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.errors import UserError, first_line, require
 from lightning_llm.modules.question_answering import SquadMetric
 from lightning_llm.runtime.builders import tokenizer_dir
-from lightning_llm.runtime.checkpoints import load_module, looks_local, run_checkpoint, run_dir_of, saved_run_config
+from lightning_llm.runtime.checkpoints import load_module, looks_local, run_checkpoint, run_dir_of
 from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
 from lightning_llm.utils.io import write_json_atomic, write_text_atomic
@@ -74,7 +74,7 @@ def load_for_prediction(model_path: str, trust_remote_code: bool = False) -> tup
     task = _task_of(config.architectures or [], str(hf_dir))
     model = _AUTO[task].from_pretrained(str(hf_dir), trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(str(hf_dir), "model_path", trust_remote_code)
-    settings = _run_settings(run_dir / "checkpoints" / "x.ckpt") if run_dir is not None else {}
+    settings = _run_settings(run_dir) if run_dir is not None else {}
     return model.eval(), tokenizer, task, settings
 
 
@@ -96,17 +96,18 @@ def _from_checkpoint(path: Path) -> tuple[PreTrainedModel, Any, str, dict]:
     for candidate in (tokenizer_dir(run_dir), run_dir / "hf_model"):
         if (candidate / "tokenizer_config.json").is_file():
             settings = {k: module.hparams[k] for k in _QA_SETTINGS if module.hparams.get(k) is not None}
-            return module.model, load_tokenizer(str(candidate), "model_path"), task, {**_run_settings(path),
+            return module.model, load_tokenizer(str(candidate), "model_path"), task, {**_run_settings(run_dir),
                                                                                      **settings}
     raise UserError(f"model_path: no tokenizer next to {path} (looked in {tokenizer_dir(run_dir)} and "
                     f"{run_dir / 'hf_model'})")
 
 
-def _run_settings(ckpt_path: Path) -> dict[str, Any]:
+def _run_settings(run_dir: Path) -> dict[str, Any]:
     """max_length/doc_stride (and QA's post-processing) of the run that trained the model, from its saved config."""
-    saved = saved_run_config(ckpt_path)
-    if saved is None:
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
         return {}
+    saved = OmegaConf.load(path)
     out = {}
     for group, keys in (("data", ("max_length", "doc_stride", "version_2_with_negative")),
                         ("model", ("n_best_size", "max_answer_length", "null_score_diff_threshold"))):
