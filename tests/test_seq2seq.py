@@ -15,7 +15,7 @@ from rouge_score import rouge_scorer
 from sacrebleu import corpus_bleu, corpus_chrf, sentence_bleu
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
-from lightning_llm.data.seq2seq import Seq2SeqDataModule, seq2seq_scores
+from lightning_llm.data.seq2seq import Seq2SeqDataModule, seq2seq_scores, split_sentences
 from lightning_llm.data.sources import BUNDLED_DIR
 from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.errors import UserError
@@ -162,6 +162,18 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return tmp / "run", results
 
 
+def _rescore(path: Path) -> tuple[list[dict], dict[str, float]]:
+    """The rows of a predictions file and sacrebleu / rouge-score run directly on them (not through our code)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
+    types = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+    scorer = rouge_scorer.RougeScorer(types, use_stemmer=True)
+    scores = [scorer.score("\n".join(split_sentences(r)), "\n".join(split_sentences(p))) for p, r in zip(preds, refs)]
+    values = {"bleu": corpus_bleu(preds, [refs]).score, "chrf": corpus_chrf(preds, [refs]).score,
+              **{name: 100 * sum(s[name].fmeasure for s in scores) / len(scores) for name in types}}
+    return rows, values
+
+
 def test_run_writes_generation_metrics_that_rescore_from_predictions(tiny_run) -> None:
     run, results = tiny_run
     saved = json.loads((run / "results.json").read_text())
@@ -170,13 +182,14 @@ def test_run_writes_generation_metrics_that_rescore_from_predictions(tiny_run) -
     for stage in ("val", "test"):
         for name in names:
             assert f"{stage}/{name}" in saved[stage], (stage, name)
-        rows = [json.loads(line) for line in (run / f"predictions_{stage}.jsonl").read_text().splitlines()]
+        rows, rescored = _rescore(run / f"predictions_{stage}.jsonl")
         assert len(rows) == 16 and set(rows[0]) == {"source", "reference", "prediction"}
-        preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
-        assert saved[stage][f"{stage}/bleu"] == pytest.approx(corpus_bleu(preds, [refs]).score, abs=1e-4)
-        assert saved[stage][f"{stage}/chrf"] == pytest.approx(corpus_chrf(preds, [refs]).score, abs=1e-4)
-        signature = json.loads((run / f"sacrebleu_{stage}.json").read_text())["signature"]
-        assert "tok:13a" in signature["bleu"]
+        details = saved["details"][stage]
+        assert details["examples"] == 16 and "tok:13a" in details["sacrebleu_signature"]["bleu"]
+        for name, value in rescored.items():
+            assert details["metrics"][f"{stage}/{name}"] == pytest.approx(value, abs=1e-6), (stage, name)
+            assert saved[stage][f"{stage}/{name}"] == pytest.approx(value, abs=1e-4), (stage, name)  # float32 logs
+    assert not list(run.glob("sacrebleu_*.json"))
 
 
 def test_export_reloads_and_generates_the_same(tiny_run) -> None:

@@ -3,9 +3,7 @@ on what `generate` produces: sacrebleu corpus BLEU/chrF and rouge-score ROUGE ov
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +17,6 @@ from lightning_llm.data.seq2seq import seq2seq_scores
 from lightning_llm.errors import UserError
 from lightning_llm.modules.base import HFTaskModule
 from lightning_llm.runtime.extras import require_extra
-from lightning_llm.utils.io import write_json_atomic
 
 # The generic size fields (hidden_size, num_hidden_layers: encoder and decoder each, num_attention_heads,
 # intermediate_size) -> each architecture's names, for what HF's attribute_map does not already cover
@@ -86,11 +83,15 @@ class GenerationMetric(Metric):
                                               ("prediction", "preds", "pred_lengths"))}
 
     def compute(self) -> dict[str, Any]:
+        """The scores, sacrebleu's `signature` and the decoded `texts`, over all ranks' examples: torchmetrics
+        syncs the states for `compute()` only (and restores each rank's own afterwards), so the texts are decoded
+        here and not from the states later."""
         texts = self.texts()
         if not texts["prediction"]:
             return {}
         values = seq2seq_scores(texts["prediction"], texts["reference"])
         values["gen_len"] = float(dim_zero_cat(self.pred_lengths).float().mean())
+        values["texts"] = texts
         return values
 
 
@@ -102,8 +103,8 @@ class Seq2SeqModule(HFTaskModule):
     the export's generation_config). `eval_generation_samples` limits generation in validation to the first N
     examples of each epoch (per process; null = all); test always generates for every example.
 
-    Each stage writes `predictions_<stage>.jsonl` (source, reference, prediction) and `sacrebleu_<stage>.json`
-    (the scores and sacrebleu's signatures) into the run directory (rank 0).
+    Each stage writes `predictions_<stage>.jsonl` (source, reference, prediction; all ranks' examples) into the run
+    directory and puts sacrebleu's signatures and the float64 scores in results.json `details.<stage>`.
     """
 
     auto_class = AutoModelForSeq2SeqLM
@@ -186,10 +187,17 @@ class Seq2SeqModule(HFTaskModule):
     def compute_metrics(self, metrics: nn.ModuleDict) -> dict[str, Any]:
         generation = metrics["generation"]
         generation.tokenizer = self._tokenizer()
-        scores = generation.compute()
-        signature = scores.pop("signature", None)
-        if not self.trainer.sanity_checking and signature is not None:
-            self._write_predictions(generation.texts(), scores, signature)
+        scores = dict(generation.compute())
+        signature, texts = scores.pop("signature", None), scores.pop("texts", None)
+        if signature is not None:
+            stage = "test" if self.trainer.testing else "val"
+            # Lightning logs float32: the float64 scores go to results.json `details.<stage>`, next to sacrebleu's
+            # signature, so that they can be checked against a rescoring of predictions_<stage>.jsonl.
+            details = {"examples": len(texts["prediction"]), "sacrebleu_signature": signature,
+                       "metrics": {f"{stage}/{k}": float(v) for k, v in scores.items()}}
+            records = ({"source": s, "reference": r, "prediction": p}
+                       for s, r, p in zip(texts["source"], texts["reference"], texts["prediction"]))
+            self.write_predictions(stage, records, details)
         return {"loss": float(metrics["loss"].compute()), **{k: float(v) for k, v in scores.items()}}
 
     def _tokenizer(self) -> Any:
@@ -197,18 +205,6 @@ class Seq2SeqModule(HFTaskModule):
         if tokenizer is None:
             raise UserError("seq2seq metrics decode with the data module's tokenizer: pass datamodule= to the trainer")
         return tokenizer
-
-    def _write_predictions(self, texts: dict[str, list[str]], scores: dict[str, Any], signature: dict) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        stage = "test" if self.trainer.testing else "val"
-        run = Path(self.trainer.default_root_dir)
-        run.mkdir(parents=True, exist_ok=True)
-        rows = (json.dumps({"source": s, "reference": r, "prediction": p}, ensure_ascii=False) + "\n"
-                for s, r, p in zip(texts["source"], texts["reference"], texts["prediction"]))
-        (run / f"predictions_{stage}.jsonl").write_text("".join(rows), encoding="utf-8")
-        write_json_atomic(run / f"sacrebleu_{stage}.json", {"signature": signature, "examples": len(texts["prediction"]),
-                                                            **{f"{stage}/{k}": v for k, v in scores.items()}})
 
     def fit_summary(self, metrics: Mapping[str, Any]) -> str | None:
         base = self.hparams.get("baselines") or {}
