@@ -6,6 +6,7 @@ and bad columns in one line."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,13 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from rouge_score import rouge_scorer
 from sacrebleu import corpus_bleu, corpus_chrf, sentence_bleu
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    GPT2Config,
+)
 
 from lightning_llm.data.seq2seq import Seq2SeqDataModule, seq2seq_scores, split_sentences
 from lightning_llm.data.sources import BUNDLED_DIR
@@ -22,6 +29,7 @@ from lightning_llm.errors import UserError
 from lightning_llm.evaluate import evaluate
 from lightning_llm.generate import generate
 from lightning_llm.modules.seq2seq import GenerationMetric
+from lightning_llm.runtime.cli import launch
 from lightning_llm.train import train
 
 TINY = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
@@ -151,6 +159,58 @@ def test_bad_input_is_one_line(tmp_path: Path, tokenizer, case: str) -> None:
     with pytest.raises(UserError) as err:
         _datamodule(tmp_path, tokenizer, files, **kwargs)
     assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_cut_sources_are_counted_in_one_warning_line(tmp_path: Path, tokenizer, capsys) -> None:
+    rows = _bundled("translation", 12)
+    long = sum(len(tokenizer(r["source"])["input_ids"]) > 9 for r in rows)
+    assert 0 < long < len(rows)
+    files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
+    dm = _datamodule(tmp_path, tokenizer, files, max_source_length=9)
+    assert max(len(ids) for ids in dm.datasets["train"]["input_ids"]) == 9
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and f"cut {long} of 12 train sources, {long} of 12 validation sources" in warning[0]
+
+
+def _module(tokenizer, **kwargs):
+    from lightning_llm.modules.seq2seq import Seq2SeqModule
+    special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    return Seq2SeqModule(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                         vocab_size=len(tokenizer), special_token_ids=special, **kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_source_length": 64}, "data.max_source_length=64 does not fit the model's 32 positions"),
+    ({"max_target_length": 33}, "data.max_target_length=33 does not fit the model's 32 positions"),
+    ({"generation_max_new_tokens": 33}, "model.generation_max_new_tokens=33 does not fit the model's 32 positions"),
+])
+def test_lengths_beyond_the_models_positions_are_refused(tokenizer, kwargs: dict, message: str) -> None:
+    fits = _module(tokenizer, model_type="bart", max_position_embeddings=32, max_source_length=32,
+                   max_target_length=32, generation_max_new_tokens=32)
+    assert fits.model.config.max_position_embeddings == 32
+    with pytest.raises(UserError, match=f"^{message}"):
+        _module(tokenizer, **{"model_type": "bart", "max_position_embeddings": 32, **kwargs})
+    _module(tokenizer, model_type="t5", **kwargs)  # relative positions: no limit
+
+
+def test_decoder_only_model_is_refused_by_name(tmp_path: Path, tokenizer) -> None:
+    AutoModelForCausalLM.from_config(GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=32,
+                                                vocab_size=len(tokenizer))).save_pretrained(tmp_path / "gpt")
+    with pytest.raises(UserError, match=r"^model=seq2seq needs an encoder-decoder model, "
+                                        r"model.pretrained_model_name_or_path='.*gpt' is a decoder-only 'gpt2'"):
+        _module(tokenizer, pretrained_model_name_or_path=str(tmp_path / "gpt"))
+
+
+@pytest.mark.parametrize("override", ["model.generation_num_beams=0", "model.generation_max_new_tokens=-1"])
+def test_generation_settings_below_one_exit_2_before_hydra(override: str, tmp_path: Path, monkeypatch,
+                                                            capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["llm-train", "experiment=translation_demo", override,
+                                      f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        launch(lambda: pytest.fail("Hydra must not start"), "train")
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {override} is out of range: must be > 0"] and not (tmp_path / "run").exists()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.utilities import dim_zero_cat
-from transformers import AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
 from lightning_llm.config.schema import NonNegative, Positive, UnitFraction
 from lightning_llm.data.seq2seq import seq2seq_scores
@@ -34,6 +34,34 @@ def _architecture_fields(model_type: str, layers: int | None, heads: int | None,
         fields = {"decoder_layers": layers, "decoder_attention_heads": heads, "encoder_ffn_dim": ffn,
                   "decoder_ffn_dim": ffn}
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _require_encoder_decoder(name: str, trust_remote_code: bool) -> None:
+    """Refuse a decoder-only checkpoint by name before its weights load (transformers' own error only names
+    the config class and AutoModelForSeq2SeqLM)."""
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception:  # not loadable at all: the base's loading reports why, in one line
+        return
+    if not getattr(config, "is_encoder_decoder", False):
+        raise UserError(f"model=seq2seq needs an encoder-decoder model, model.pretrained_model_name_or_path={name!r} "
+                        f"is a decoder-only {config.model_type!r} (use model=gpt for it)")
+
+
+def _check_positions(config: Any, max_source_length: int | None, max_target_length: int | None,
+                     max_new_tokens: int) -> None:
+    """Sources, targets and generated text must fit the learned/sinusoidal positions of BART/Marian-style models
+    (T5's relative positions have no limit): past them the embedding lookup fails mid-run. Checked before
+    training, as run_summarization does; rows cut at `data.max_source_length` are counted by the data module."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not limit:
+        return
+    # The decoder reads the start token and all generated tokens but the last: max_new_tokens positions.
+    for key, value in (("data.max_source_length", max_source_length), ("data.max_target_length", max_target_length),
+                       ("model.generation_max_new_tokens", max_new_tokens)):
+        if value is not None and value > limit:
+            raise UserError(f"{key}={value} does not fit the model's {limit} positions (max_position_embeddings of "
+                            f"{config.model_type!r}): lower it or raise model.max_position_embeddings")
 
 
 class GenerationMetric(Metric):
@@ -113,14 +141,17 @@ class Seq2SeqModule(HFTaskModule):
     monitor = ("val/loss", "min")
     optimized_metric = ("val/bleu", "max")
     best_metric = ("val/bleu", "max")
-    data_kwargs = frozenset({"baselines"})
+    data_kwargs = frozenset({"baselines", "max_source_length", "max_target_length"})
 
     def __init__(self, *, model_type: str = "t5", generation_num_beams: Positive[int] = 1,
                  generation_max_new_tokens: Positive[int] = 64, length_penalty: float = 1.0,
                  no_repeat_ngram_size: NonNegative[int] = 0, eval_generation_samples: Positive[int] | None = None,
-                 baselines: dict[str, float] | None = None, tokenizer_vocab_size: Positive[int] = 4000,
+                 baselines: dict[str, float] | None = None, max_source_length: int | None = None,
+                 max_target_length: int | None = None, tokenizer_vocab_size: Positive[int] = 4000,
                  learning_rate: Positive[float] = 1e-3, warmup_ratio: UnitFraction = 0.05, **kwargs: Any) -> None:
         scratch = not kwargs.get("pretrained_model_name_or_path") and kwargs.get("hf_config") is None
+        if kwargs.get("pretrained_model_name_or_path") and kwargs.get("hf_config") is None:
+            _require_encoder_decoder(kwargs["pretrained_model_name_or_path"], kwargs.get("trust_remote_code", False))
         special = kwargs.get("special_token_ids") or {}
         self._scratch_fields: dict[str, Any] = {}
         if scratch:
@@ -145,6 +176,7 @@ class Seq2SeqModule(HFTaskModule):
             raise UserError(f"model=seq2seq needs an encoder-decoder model, {self.model.config.model_type!r} is not "
                             f"one (use model=gpt for decoder-only models)")
         config, gen = self.model.config, self.model.generation_config
+        _check_positions(config, max_source_length, max_target_length, generation_max_new_tokens)
         gen.num_beams, gen.max_new_tokens = generation_num_beams, generation_max_new_tokens
         gen.length_penalty, gen.no_repeat_ngram_size = length_penalty, no_repeat_ngram_size
         for key in ("decoder_start_token_id", "eos_token_id", "pad_token_id"):
