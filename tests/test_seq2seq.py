@@ -1,7 +1,8 @@
 """Sequence-to-sequence: BLEU/chrF equal sacrebleu's corpus scores and ROUGE rouge-score's on the same
 predictions (not a mean of batch scores), labels padded with -100, the nested translation form, a tiny end-to-end
-run (results.json, predictions files that rescore to the logged metrics, an hf_model/ that reloads and generates)
-and bad columns in one line."""
+run (predictions files that sacrebleu/rouge-score rescore to results.json's float64 details, an hf_model/ that
+reloads and generates the same, llm-generate equal to HF generate batched and one by one, llm-eval reproducing
+the test metrics, 2 DDP processes scoring the same corpus) and bad input in one line."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ architectures and the median per step is reported, with the ratio to T5. Also ti
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import time
@@ -78,10 +79,12 @@ def main() -> None:
     base = statistics.median(per_step[args.types[0]])
     for t, m in models.items():
         m.model.eval()
+        config = copy.deepcopy(m.model.generation_config)
+        config.min_new_tokens = args.target_len  # same length for all: untrained models stop at random points
         with torch.no_grad():
             start = time.perf_counter()
             m.model.generate(input_ids=data["input_ids"], attention_mask=data["attention_mask"],
-                             generation_config=m.model.generation_config, min_new_tokens=args.target_len)
+                             generation_config=config)
             gen = time.perf_counter() - start
         ms = statistics.median(per_step[t])
         params = sum(p.numel() for p in m.parameters())
