@@ -18,6 +18,7 @@ from hydra.core.utils import JobReturn
 from lightning_fabric.connector import _PRECISION_INPUT
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from torch import nn
 from torch.distributed.fsdp.wrap import CustomPolicy
 
@@ -53,6 +54,37 @@ def restore_pending_loader_state(trainer: pl.Trainer) -> bool:
         return False
     fit_loop._load_combined_loader_states()
     iter(fit_loop._data_fetcher)
+    return True
+
+
+class _CarryingLauncher(_MultiProcessingLauncher):
+    """Lightning's spawn launcher, also sending the attributes named in `carried` of rank 0's LightningModule back
+    to the main process (through `get_extra_results` / `update_main_process_results`, the hooks its docstring
+    says to override for extra results)."""
+
+    carried: tuple[str, ...] = ()
+
+    def get_extra_results(self, trainer: pl.Trainer) -> dict[str, Any]:
+        extra = super().get_extra_results(trainer)
+        extra["lightning_llm_module_attributes"] = {n: getattr(trainer.lightning_module, n) for n in self.carried}
+        return extra
+
+    def update_main_process_results(self, trainer: pl.Trainer, extra: dict[str, Any]) -> None:
+        super().update_main_process_results(trainer, extra)
+        for name, value in extra.get("lightning_llm_module_attributes", {}).items():
+            setattr(trainer.lightning_module, name, value)
+
+
+def carry_from_spawned_workers(trainer: pl.Trainer, attributes: tuple[str, ...]) -> bool:
+    """Under `ddp_spawn` (hardware=ddp_sim) the fit/test loops run in worker processes and only the callback
+    metrics (and, after fit, the weights) come back: make the module `attributes` of rank 0 (picklable values)
+    come back too; True when the trainer spawns. Swaps the class of `trainer.strategy._launcher` (a private
+    attribute holding Lightning's private `_MultiProcessingLauncher`) for a subclass; no public API adds results."""
+    launcher = getattr(trainer.strategy, "_launcher", None)
+    if not isinstance(launcher, _MultiProcessingLauncher):
+        return False
+    launcher.__class__ = _CarryingLauncher
+    launcher.carried = tuple(attributes)
     return True
 
 

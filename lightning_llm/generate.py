@@ -1,7 +1,10 @@
 """`llm-generate`: text from a checkpoint, a run dir, an HF model dir or a hub id.
 
-Prompts are generated in left-padded batches with the KV cache on; a single prompt streams to the terminal.
-Every run writes JSONL: one `{"prompt": ..., "generations": [...]}` object per prompt, in prompt order.
+Causal LMs continue each prompt (left-padded batches); encoder-decoder (seq2seq) models read each prompt as the
+source text and return the target text (right-padded batches). The KV cache is on; a single prompt streams to the
+terminal. Settings left null come from the model's own generation_config (a seq2seq run's export carries its
+num_beams, max_new_tokens, ...). Every run writes JSONL: one `{"prompt": ..., "generations": [...]}` object per
+prompt, in prompt order.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
     GenerationConfig,
     PreTrainedModel,
     TextStreamer,
@@ -33,6 +39,8 @@ from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
 
 _CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+_TASKS = ("causal_lm", "seq2seq")
+DEFAULT_MAX_NEW_TOKENS = 50  # when neither the command line nor the model's generation_config sets it
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -43,7 +51,14 @@ def check_settings(cfg: DictConfig) -> None:
             "model_path: required (a .ckpt file, a run directory, an HF model directory or a hub id)")
     require((cfg.prompt is None) != (cfg.prompts_file is None), "prompt / prompts_file: give exactly one of them")
     for key in ("max_new_tokens", "num_beams", "num_return_sequences", "batch_size"):
-        require(isinstance(cfg[key], int) and cfg[key] >= 1, f"{key} must be an integer >= 1, got {cfg[key]!r}")
+        optional = key in ("max_new_tokens", "num_beams")  # null: the model's generation_config
+        require((optional and cfg[key] is None) or (isinstance(cfg[key], int) and cfg[key] >= 1),
+                f"{key} must be an integer >= 1{' or null' if optional else ''}, got {cfg[key]!r}")
+    require(cfg.get("length_penalty") is None or isinstance(cfg.length_penalty, (int, float)),
+            f"length_penalty must be a number or null, got {cfg.get('length_penalty')!r}")
+    require(cfg.get("no_repeat_ngram_size") is None or (isinstance(cfg.no_repeat_ngram_size, int)
+                                                        and cfg.no_repeat_ngram_size >= 0),
+            f"no_repeat_ngram_size must be an integer >= 0 or null, got {cfg.get('no_repeat_ngram_size')!r}")
     require(cfg.top_p is None or 0 < cfg.top_p <= 1, f"top_p must be in (0, 1], got {cfg.top_p}")
     require(cfg.top_k is None or (isinstance(cfg.top_k, int) and cfg.top_k >= 0),
             f"top_k must be an integer >= 0 (0 = off), got {cfg.top_k!r}")
@@ -51,19 +66,23 @@ def check_settings(cfg: DictConfig) -> None:
             f"temperature must be > 0 when sampling (do_sample=true), got {cfg.temperature}")
     require(cfg.repetition_penalty is None or cfg.repetition_penalty > 0,
             f"repetition_penalty must be > 0 (1.0 = off), got {cfg.repetition_penalty}")
-    require(cfg.do_sample or cfg.num_return_sequences <= cfg.num_beams,
-            f"num_return_sequences={cfg.num_return_sequences} needs do_sample=true or num_beams >= "
-            f"{cfg.num_return_sequences} (greedy search returns one sequence)")
     require(cfg.dtype is None or cfg.dtype in _DTYPES, f"dtype must be one of {sorted(_DTYPES)} or null")
 
 
 def generation_config(model: PreTrainedModel, cfg: DictConfig, pad_token_id: int | None) -> GenerationConfig:
-    """The model's own generation defaults (EOS, ...) updated with the user's settings, transformers' names."""
+    """The model's own generation_config (EOS, decoder start, and for a seq2seq export its beams, length...)
+    updated with the settings the user gave (transformers' names; null = keep the model's)."""
     config = copy.deepcopy(model.generation_config)
-    config.update(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, num_beams=cfg.num_beams,
-                  num_return_sequences=cfg.num_return_sequences, repetition_penalty=cfg.repetition_penalty,
-                  use_cache=True, pad_token_id=pad_token_id)
-    if cfg.do_sample:
+    given = {key: cfg.get(key) for key in ("max_new_tokens", "do_sample", "num_beams", "repetition_penalty",
+                                           "length_penalty", "no_repeat_ngram_size")}
+    config.update(**{k: v for k, v in given.items() if v is not None}, use_cache=True, pad_token_id=pad_token_id)
+    if config.max_new_tokens is None:
+        config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
+    require(config.do_sample or cfg.num_return_sequences <= (config.num_beams or 1),
+            f"num_return_sequences={cfg.num_return_sequences} needs do_sample=true or num_beams >= "
+            f"{cfg.num_return_sequences} (greedy search returns one sequence)")
+    config.update(num_return_sequences=cfg.num_return_sequences)
+    if config.do_sample:
         config.update(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
     return config
 
@@ -92,9 +111,9 @@ def read_prompts(cfg: DictConfig) -> list[str]:
 # ----------------------------------------------------------------------------------------------- loading
 def _from_checkpoint(path: Path) -> tuple[PreTrainedModel, Any]:
     module = load_module(path, key="model_path")
-    require(getattr(module, "task", None) == "causal_lm",
-            f"model_path: {path} is a {getattr(module, 'task', 'non-causal-LM')} checkpoint; llm-generate needs a "
-            f"causal LM (model=gpt)")
+    require(getattr(module, "task", None) in _TASKS,
+            f"model_path: {path} is a {getattr(module, 'task', 'non-generative')} checkpoint; llm-generate needs a "
+            f"causal LM (model=gpt) or a seq2seq model (model=seq2seq)")
     run_dir = run_dir_of(path)
     for candidate in (tokenizer_dir(run_dir), run_dir / "hf_model"):
         if (candidate / "tokenizer_config.json").is_file():
@@ -105,13 +124,16 @@ def _from_checkpoint(path: Path) -> tuple[PreTrainedModel, Any]:
 
 def _from_pretrained(name: str, trust_remote_code: bool) -> tuple[PreTrainedModel, Any]:
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        model = auto.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"model_path: cannot load a causal LM from {name!r}: {first}") from err
+        raise UserError(f"model_path: cannot load a causal LM or seq2seq model from {name!r}: {first}") from err
     architectures = model.config.architectures or []
-    require(not architectures or any(a.endswith(_CAUSAL_ARCH_SUFFIXES) for a in architectures),
-            f"model_path: {name} holds a {'/'.join(architectures)}, not a causal LM")
+    require(model.config.is_encoder_decoder or not architectures
+            or any(a.endswith(_CAUSAL_ARCH_SUFFIXES) for a in architectures),
+            f"model_path: {name} holds a {'/'.join(architectures)}, not a causal LM or a seq2seq model")
     return model, load_tokenizer(name, "model_path", trust_remote_code)
 
 
@@ -143,6 +165,26 @@ def context_length(model: PreTrainedModel) -> int | None:
     return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
+def fit_prompts(model: PreTrainedModel, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """Prompts checked against the model's context. A causal LM's prompt + new tokens must fit (an error); a
+    seq2seq source longer than the encoder's positions is cut to them (EOS kept, as the training data is), with
+    one warning line counting the cut sources."""
+    limit = context_length(model)
+    if not limit:
+        return prompt_ids
+    if not model.config.is_encoder_decoder:
+        for i, ids in enumerate(prompt_ids):
+            require(len(ids) + max_new_tokens <= limit,
+                    f"prompt {i + 1}: {len(ids)} tokens + max_new_tokens={max_new_tokens} exceed the model's "
+                    f"context of {limit} tokens: shorten the prompt or lower max_new_tokens")
+        return prompt_ids
+    cut = sum(len(ids) > limit for ids in prompt_ids)
+    if cut:
+        print(f"warning: {cut} of {len(prompt_ids)} sources are longer than the model's {limit} positions and were "
+              f"cut to them", file=sys.stderr)
+    return [ids[:limit - 1] + ids[-1:] if len(ids) > limit else ids for ids in prompt_ids]
+
+
 # ----------------------------------------------------------------------------------------------- generating
 def generate(cfg: DictConfig) -> list[dict[str, Any]]:
     """Check settings, load, generate, print (or stream) and write JSONL; returns the records."""
@@ -152,24 +194,21 @@ def generate(cfg: DictConfig) -> list[dict[str, Any]]:
         model, tokenizer = load_for_generation(str(cfg.model_path), bool(cfg.trust_remote_code))
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device=device, dtype=_DTYPES[cfg.dtype] if cfg.dtype else None)
-    prompt_ids = [tokenizer(p)["input_ids"] for p in prompts]
-    limit = context_length(model)
-    for i, ids in enumerate(prompt_ids):
-        require(not limit or len(ids) + cfg.max_new_tokens <= limit,
-                f"prompt {i + 1}: {len(ids)} tokens + max_new_tokens={cfg.max_new_tokens} exceed the model's context "
-                f"of {limit} tokens: shorten the prompt or lower max_new_tokens")
     config = generation_config(model, cfg, tokenizer.pad_token_id)
-    stream = len(prompts) == 1 and cfg.num_return_sequences == 1 and cfg.num_beams == 1
+    prompt_ids = fit_prompts(model, [tokenizer(p)["input_ids"] for p in prompts], config.max_new_tokens)
+    seq2seq = bool(model.config.is_encoder_decoder)
+    stream = len(prompts) == 1 and cfg.num_return_sequences == 1 and config.num_beams == 1
     streamer = TextStreamer(tokenizer, skip_special_tokens=True) if stream else None
     set_seed(cfg.seed)
     new_ids = generate_ids(model, prompt_ids, config, cfg.batch_size, streamer)
-    records = [{"prompt": p, "generations": tokenizer.batch_decode(ids, skip_special_tokens=True)}
+    records = [{"prompt": p, "generations": [t.strip() if seq2seq else t
+                                             for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]}
                for p, ids in zip(prompts, new_ids)]
     if not stream:
         for record in records:
             for k, text in enumerate(record["generations"]):
                 print(f"--- prompt: {record['prompt']!r} [{k + 1}/{len(record['generations'])}]\n"
-                      f"{record['prompt']}{text}")
+                      f"{text if seq2seq else record['prompt'] + text}")
     if cfg.output_file:
         _write_jsonl(Path(cfg.output_file), records)
         print(f"wrote {len(records)} prompt(s) to {cfg.output_file}")

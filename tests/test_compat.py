@@ -226,3 +226,21 @@ def test_failed_job_error_is_the_jobs_exception_without_printing(capsys: pytest.
     done = JobReturn()
     done.return_value, done.status = 0.5, JobStatus.COMPLETED
     assert compat.failed_job_error(done) is None
+
+
+def test_carry_from_spawned_workers_sends_module_attributes_back() -> None:
+    """What the spawn launcher does with a worker's results, step by step: the worker's launcher (pickled to it)
+    collects, the extra results are pickled back, the main process's launcher restores them on its module."""
+    import pickle
+
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False)
+    assert compat.carry_from_spawned_workers(trainer, ("stage_details",))
+    launcher = trainer.strategy._launcher
+    worker, main = nn.Module(), nn.Module()
+    worker.stage_details, main.stage_details = {"test": {"examples": 3}}, {}
+    trainer.strategy._lightning_module = worker
+    extra = pickle.loads(pickle.dumps(launcher)).get_extra_results(trainer)
+    trainer.strategy._lightning_module = main
+    launcher.update_main_process_results(trainer, pickle.loads(pickle.dumps(extra)))
+    assert main.stage_details == {"test": {"examples": 3}}
+    assert not compat.carry_from_spawned_workers(pl.Trainer(accelerator="cpu", devices=1, logger=False), ("x",))

@@ -1,11 +1,13 @@
 """Sequence-to-sequence: BLEU/chrF equal sacrebleu's corpus scores and ROUGE rouge-score's on the same
 predictions (not a mean of batch scores), labels padded with -100, the nested translation form, a tiny end-to-end
-run (results.json, predictions files that rescore to the logged metrics, an hf_model/ that reloads and generates)
-and bad columns in one line."""
+run (predictions files that sacrebleu/rouge-score rescore to results.json's float64 details, an hf_model/ that
+reloads and generates the same, llm-generate equal to HF generate batched and one by one, llm-eval reproducing
+the test metrics, 2 DDP processes scoring the same corpus) and bad input in one line."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,19 +15,31 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from rouge_score import rouge_scorer
 from sacrebleu import corpus_bleu, corpus_chrf, sentence_bleu
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    GPT2Config,
+)
 
-from lightning_llm.data.seq2seq import Seq2SeqDataModule, seq2seq_scores
+from lightning_llm.data.seq2seq import Seq2SeqDataModule, seq2seq_scores, split_sentences
 from lightning_llm.data.sources import BUNDLED_DIR
 from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.errors import UserError
+from lightning_llm.evaluate import evaluate
+from lightning_llm.generate import generate
 from lightning_llm.modules.seq2seq import GenerationMetric
+from lightning_llm.runtime.cli import launch
 from lightning_llm.train import train
 
 TINY = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
         "model.intermediate_size=64", "model.tokenizer_vocab_size=200", "model.generation_max_new_tokens=12"]
-RUN = ["model=seq2seq", "data=seq2seq", *TINY, "data.batch_size=16", "trainer.max_epochs=1",
-       "++trainer.limit_train_batches=3", "callbacks.rich_progress_bar=null"]
+# 36 steps at a high rate: enough for varied, non-empty predictions (3 steps gave only empty ones, which would
+# rescore to 0 whatever the scorer did); no_repeat_ngram_size=2 also goes into the export's generation_config.
+RUN = ["model=seq2seq", "data=seq2seq", *TINY, "data.batch_size=16", "trainer.max_epochs=2",
+       "++trainer.limit_train_batches=18", "model.learning_rate=5e-3", "model.no_repeat_ngram_size=2",
+       "callbacks.rich_progress_bar=null"]
 from tests.conftest import compose_run_config
 
 
@@ -148,18 +162,82 @@ def test_bad_input_is_one_line(tmp_path: Path, tokenizer, case: str) -> None:
     assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
+def test_cut_sources_are_counted_in_one_warning_line(tmp_path: Path, tokenizer, capsys) -> None:
+    rows = _bundled("translation", 12)
+    long = sum(len(tokenizer(r["source"])["input_ids"]) > 9 for r in rows)
+    assert 0 < long < len(rows)
+    files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
+    dm = _datamodule(tmp_path, tokenizer, files, max_source_length=9)
+    assert max(len(ids) for ids in dm.datasets["train"]["input_ids"]) == 9
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and f"cut {long} of 12 train sources, {long} of 12 validation sources" in warning[0]
+
+
+def _module(tokenizer, **kwargs):
+    from lightning_llm.modules.seq2seq import Seq2SeqModule
+    special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    return Seq2SeqModule(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                         vocab_size=len(tokenizer), special_token_ids=special, **kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_source_length": 64}, "data.max_source_length=64 does not fit the model's 32 positions"),
+    ({"max_target_length": 33}, "data.max_target_length=33 does not fit the model's 32 positions"),
+    ({"generation_max_new_tokens": 33}, "model.generation_max_new_tokens=33 does not fit the model's 32 positions"),
+])
+def test_lengths_beyond_the_models_positions_are_refused(tokenizer, kwargs: dict, message: str) -> None:
+    fits = _module(tokenizer, model_type="bart", max_position_embeddings=32, max_source_length=32,
+                   max_target_length=32, generation_max_new_tokens=32)
+    assert fits.model.config.max_position_embeddings == 32
+    with pytest.raises(UserError, match=f"^{message}"):
+        _module(tokenizer, **{"model_type": "bart", "max_position_embeddings": 32, **kwargs})
+    _module(tokenizer, model_type="t5", **kwargs)  # relative positions: no limit
+
+
+def test_decoder_only_model_is_refused_by_name(tmp_path: Path, tokenizer) -> None:
+    AutoModelForCausalLM.from_config(GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=32,
+                                                vocab_size=len(tokenizer))).save_pretrained(tmp_path / "gpt")
+    with pytest.raises(UserError, match=r"^model=seq2seq needs an encoder-decoder model, "
+                                        r"model.pretrained_model_name_or_path='.*gpt' is a decoder-only 'gpt2'"):
+        _module(tokenizer, pretrained_model_name_or_path=str(tmp_path / "gpt"))
+
+
+@pytest.mark.parametrize("override", ["model.generation_num_beams=0", "model.generation_max_new_tokens=-1"])
+def test_generation_settings_below_one_exit_2_before_hydra(override: str, tmp_path: Path, monkeypatch,
+                                                            capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["llm-train", "experiment=translation_demo", override,
+                                      f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        launch(lambda: pytest.fail("Hydra must not start"), "train")
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {override} is out of range: must be > 0"] and not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """One tiny T5 from scratch (d_model 32, 1+1 layers) on local files: (run dir, results)."""
     tmp = tmp_path_factory.mktemp("seq2seq_run")
-    rows = _bundled("translation", 112)
-    files = {"train": _write_jsonl(tmp / "train.jsonl", rows[:80]),
+    rows = _bundled("translation", 400)
+    files = {"train": _write_jsonl(tmp / "train.jsonl", rows[112:]),
              "validation": _write_jsonl(tmp / "validation.jsonl", rows[80:96]),
-             "test": _write_jsonl(tmp / "test.jsonl", rows[96:])}
+             "test": _write_jsonl(tmp / "test.jsonl", rows[96:112])}
     cfg = compose_run_config(tmp / "run", [*RUN, *(f"data.{split}_file={path}" for split, path in files.items())])
     results = train(cfg)
     GlobalHydra.instance().clear()
     return tmp / "run", results
+
+
+def _rescore(path: Path) -> tuple[list[dict], dict[str, float]]:
+    """The rows of a predictions file and sacrebleu / rouge-score run directly on them (not through our code)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
+    types = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+    scorer = rouge_scorer.RougeScorer(types, use_stemmer=True)
+    scores = [scorer.score("\n".join(split_sentences(r)), "\n".join(split_sentences(p))) for p, r in zip(preds, refs)]
+    values = {"bleu": corpus_bleu(preds, [refs]).score, "chrf": corpus_chrf(preds, [refs]).score,
+              **{name: 100 * sum(s[name].fmeasure for s in scores) / len(scores) for name in types}}
+    return rows, values
 
 
 def test_run_writes_generation_metrics_that_rescore_from_predictions(tiny_run) -> None:
@@ -170,13 +248,18 @@ def test_run_writes_generation_metrics_that_rescore_from_predictions(tiny_run) -
     for stage in ("val", "test"):
         for name in names:
             assert f"{stage}/{name}" in saved[stage], (stage, name)
-        rows = [json.loads(line) for line in (run / f"predictions_{stage}.jsonl").read_text().splitlines()]
+        rows, rescored = _rescore(run / f"predictions_{stage}.jsonl")
         assert len(rows) == 16 and set(rows[0]) == {"source", "reference", "prediction"}
-        preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
-        assert saved[stage][f"{stage}/bleu"] == pytest.approx(corpus_bleu(preds, [refs]).score, abs=1e-4)
-        assert saved[stage][f"{stage}/chrf"] == pytest.approx(corpus_chrf(preds, [refs]).score, abs=1e-4)
-        signature = json.loads((run / f"sacrebleu_{stage}.json").read_text())["signature"]
-        assert "tok:13a" in signature["bleu"]
+        details = saved["details"][stage]
+        assert details["examples"] == 16 and "tok:13a" in details["sacrebleu_signature"]["bleu"]
+        for name, value in rescored.items():
+            assert details["metrics"][f"{stage}/{name}"] == pytest.approx(value, abs=1e-6), (stage, name)
+            assert saved[stage][f"{stage}/{name}"] == pytest.approx(value, abs=1e-4), (stage, name)  # float32 logs
+    assert not list(run.glob("sacrebleu_*.json"))
+
+
+def _test_sources() -> list[str]:
+    return [r["source"] for r in _bundled("translation", 112)[96:112]]
 
 
 def test_export_reloads_and_generates_the_same(tiny_run) -> None:
@@ -184,12 +267,62 @@ def test_export_reloads_and_generates_the_same(tiny_run) -> None:
     model = AutoModelForSeq2SeqLM.from_pretrained(run / "hf_model").eval()
     tokenizer = AutoTokenizer.from_pretrained(run / "hf_model")
     assert model.config.decoder_start_token_id == tokenizer.pad_token_id
-    assert model.generation_config.max_new_tokens == 12
-    rows = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()][:4]
-    inputs = tokenizer([r["source"] for r in rows], return_tensors="pt", padding=True)
+    gen = model.generation_config
+    assert (gen.max_new_tokens, gen.num_beams, gen.no_repeat_ngram_size) == (12, 1, 2)
+    rows = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
+    assert len({r["prediction"] for r in rows}) > 1 and all(r["prediction"] for r in rows)  # not a constant output
+    inputs = tokenizer([r["source"] for r in rows], return_tensors="pt", padding=True, pad_to_multiple_of=8)
     with torch.no_grad():
         out = model.generate(**inputs)
     assert [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)] == [r["prediction"] for r in rows]
+
+
+def _hf_generate(hf_dir: Path, sources: list[str], **settings) -> list[str]:
+    """transformers' generate on the exported model, one source at a time (no padding at all)."""
+    model = AutoModelForSeq2SeqLM.from_pretrained(hf_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    with torch.no_grad():
+        return [tokenizer.decode(model.generate(**tokenizer(s, return_tensors="pt"), **settings)[0],
+                                 skip_special_tokens=True).strip() for s in sources]
+
+
+def test_llm_generate_seq2seq_equals_hf_generate_batched_and_one_by_one(tiny_run, compose_cfg, tmp_path) -> None:
+    run, results = tiny_run
+    sources = _test_sources()
+    prompts = tmp_path / "sources.txt"
+    prompts.write_text("\n".join(sources) + "\n")
+    reference = _hf_generate(run / "hf_model", sources)  # the export's generation_config
+    predictions = [json.loads(line)["prediction"] for line in (run / "predictions_test.jsonl").read_text().splitlines()]
+    assert reference == predictions
+    base = [f"prompts_file={prompts}", "output_file=null"]
+    for path, batch in ((run / "hf_model", 16), (run, 5), (results["best_checkpoint"], 1)):
+        records = generate(compose_cfg([f"model_path={path}", *base, f"batch_size={batch}"], "generate"))
+        assert [r["generations"] for r in records] == [[text] for text in reference], (path, batch)
+    # Command-line settings override the model's: beams, length, n-gram blocking.
+    settings = {"num_beams": 3, "max_new_tokens": 6, "no_repeat_ngram_size": 0, "num_return_sequences": 2}
+    overrides = [f"{k}={v}" for k, v in settings.items()]
+    records = generate(compose_cfg([f"model_path={run}", *base, "batch_size=16", *overrides], "generate"))
+    model = AutoModelForSeq2SeqLM.from_pretrained(run / "hf_model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(run / "hf_model")
+    with torch.no_grad():
+        for source, record in zip(sources, records):
+            out = model.generate(**tokenizer(source, return_tensors="pt"), **settings)
+            assert record["generations"] == [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def test_llm_eval_from_checkpoint_reproduces_test_metrics(tiny_run, compose_cfg) -> None:
+    run, results = tiny_run
+    files = [f"data.{split}_file={run.parent / f'{split}.jsonl'}" for split in ("train", "validation", "test")]
+    # data.cache_dir/seed given: evaluate.py re-roots a command-line `data=` config, so its ${paths...}
+    # interpolations would not resolve (left to the llm-eval owner).
+    resolved = [f"data.cache_dir={run.parent / 'eval_cache'}", "data.seed=42"]
+    cfg = compose_cfg([f"ckpt_path={results['best_checkpoint']}", "data=seq2seq", *files, *resolved], "eval")
+    evaluated = evaluate(cfg)
+    saved = json.loads((run / "results.json").read_text())
+    assert evaluated["test"] == pytest.approx(saved["test"], abs=1e-6)
+    assert evaluated["details"]["test"] == saved["details"]["test"]
+    eval_dir = Path(cfg.paths.output_dir)
+    assert (eval_dir / "predictions_test.jsonl").read_text() == (run / "predictions_test.jsonl").read_text()
 
 
 def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,3 +358,29 @@ def test_demo_learns_far_above_the_copy_baseline(tmp_path: Path, experiment: str
     baselines = torch.load(results["best_checkpoint"], weights_only=True)["hyper_parameters"]["baselines"]
     assert results["optimized_metric"]["name"] == f"val/{metric}"
     assert results["val"][f"val/{metric}"] > max(floor, baselines[f"copy_{metric}"] + 20, baselines[f"lead_{metric}"] + 20)
+
+
+@pytest.mark.slow  # one tiny training (~6 s) and a 2-process llm-eval (~40 s on 2 busy cores)
+def test_ddp_sim_scores_the_same_corpus_as_one_process(tmp_path: Path, run_cli) -> None:
+    """Corpus BLEU/chrF/ROUGE of 2 processes equal one process's: every rank's predictions are gathered before
+    scoring (2 ranks x 8 rows: with an odd count Lightning's DistributedSampler repeats a row to even the ranks
+    out, and that row would be scored twice)."""
+    rows = _bundled("translation", 400)
+    files = {"train": _write_jsonl(tmp_path / "train.jsonl", rows[112:]),
+             "validation": _write_jsonl(tmp_path / "validation.jsonl", rows[80:96]),
+             "test": _write_jsonl(tmp_path / "test.jsonl", rows[96:112])}
+    data = [f"data.{split}_file={path}" for split, path in files.items()]
+    one = train(compose_run_config(tmp_path / "one", [*RUN, *data]))
+    GlobalHydra.instance().clear()
+    resolved = [f"data.cache_dir={tmp_path / 'cache'}", "data.seed=42"]
+    proc = run_cli("lightning_llm.evaluate", f"ckpt_path={one['best_checkpoint']}", "hardware=ddp_sim",
+                   "data=seq2seq", *data, *resolved, f"paths.output_dir={tmp_path / 'ddp'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp" / "eval_results.json").read_text())
+    assert ddp["details"]["test"]["examples"] == one["details"]["test"]["examples"] == 16
+    for name, value in one["details"]["test"]["metrics"].items():
+        assert ddp["details"]["test"]["metrics"][name] == pytest.approx(value, abs=1e-6), name
+    assert ddp["details"]["test"]["metrics"]["test/chrf"] > 0  # real predictions, not empty strings
+    lines = {path: sorted((path / "predictions_test.jsonl").read_text().splitlines())
+             for path in (tmp_path / "one", tmp_path / "ddp")}
+    assert lines[tmp_path / "one"] == lines[tmp_path / "ddp"]

@@ -82,7 +82,8 @@ class Seq2SeqDataModule(CachedTextDataModule):
     synthetic `demo` set (`translation` or `summarization`, see scripts/make_seq2seq_data.py).
 
     `model_kwargs()` gives the module `baselines`: BLEU/chrF/ROUGE on the validation split of copying the source
-    (`copy_*`) and of its first sentence (`lead_*`), scored exactly as the model's predictions are.
+    (`copy_*`) and of its first sentence (`lead_*`), scored exactly as the model's predictions are, and the two
+    length limits (checked against the model's positions).
     """
 
     objectives = frozenset({"seq2seq"})
@@ -106,7 +107,8 @@ class Seq2SeqDataModule(CachedTextDataModule):
         self.collate_fn = None  # set once a tokenizer is known (see setup)
 
     def model_kwargs(self) -> dict[str, Any]:
-        return {"baselines": self.baselines}
+        return {"baselines": self.baselines, "max_source_length": self.max_source_length,
+                "max_target_length": self.max_target_length}
 
     def _processing_params(self) -> dict[str, Any]:
         return {"source": self.source_column, "target": self.target_column, "translation": self.translation_column,

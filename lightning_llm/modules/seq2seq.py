@@ -3,23 +3,20 @@ on what `generate` produces: sacrebleu corpus BLEU/chrF and rouge-score ROUGE ov
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.utilities import dim_zero_cat
-from transformers import AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
 from lightning_llm.config.schema import NonNegative, Positive, UnitFraction
 from lightning_llm.data.seq2seq import seq2seq_scores
 from lightning_llm.errors import UserError
 from lightning_llm.modules.base import HFTaskModule
 from lightning_llm.runtime.extras import require_extra
-from lightning_llm.utils.io import write_json_atomic
 
 # The generic size fields (hidden_size, num_hidden_layers: encoder and decoder each, num_attention_heads,
 # intermediate_size) -> each architecture's names, for what HF's attribute_map does not already cover
@@ -37,6 +34,34 @@ def _architecture_fields(model_type: str, layers: int | None, heads: int | None,
         fields = {"decoder_layers": layers, "decoder_attention_heads": heads, "encoder_ffn_dim": ffn,
                   "decoder_ffn_dim": ffn}
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _require_encoder_decoder(name: str, trust_remote_code: bool) -> None:
+    """Refuse a decoder-only checkpoint by name before its weights load (transformers' own error only names
+    the config class and AutoModelForSeq2SeqLM)."""
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception:  # not loadable at all: the base's loading reports why, in one line
+        return
+    if not getattr(config, "is_encoder_decoder", False):
+        raise UserError(f"model=seq2seq needs an encoder-decoder model, model.pretrained_model_name_or_path={name!r} "
+                        f"is a decoder-only {config.model_type!r} (use model=gpt for it)")
+
+
+def _check_positions(config: Any, max_source_length: int | None, max_target_length: int | None,
+                     max_new_tokens: int) -> None:
+    """Sources, targets and generated text must fit the learned/sinusoidal positions of BART/Marian-style models
+    (T5's relative positions have no limit): past them the embedding lookup fails mid-run. Checked before
+    training, as run_summarization does; rows cut at `data.max_source_length` are counted by the data module."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not limit:
+        return
+    # The decoder reads the start token and all generated tokens but the last: max_new_tokens positions.
+    for key, value in (("data.max_source_length", max_source_length), ("data.max_target_length", max_target_length),
+                       ("model.generation_max_new_tokens", max_new_tokens)):
+        if value is not None and value > limit:
+            raise UserError(f"{key}={value} does not fit the model's {limit} positions (max_position_embeddings of "
+                            f"{config.model_type!r}): lower it or raise model.max_position_embeddings")
 
 
 class GenerationMetric(Metric):
@@ -86,11 +111,15 @@ class GenerationMetric(Metric):
                                               ("prediction", "preds", "pred_lengths"))}
 
     def compute(self) -> dict[str, Any]:
+        """The scores, sacrebleu's `signature` and the decoded `texts`, over all ranks' examples: torchmetrics
+        syncs the states for `compute()` only (and restores each rank's own afterwards), so the texts are decoded
+        here and not from the states later."""
         texts = self.texts()
         if not texts["prediction"]:
             return {}
         values = seq2seq_scores(texts["prediction"], texts["reference"])
         values["gen_len"] = float(dim_zero_cat(self.pred_lengths).float().mean())
+        values["texts"] = texts
         return values
 
 
@@ -102,8 +131,8 @@ class Seq2SeqModule(HFTaskModule):
     the export's generation_config). `eval_generation_samples` limits generation in validation to the first N
     examples of each epoch (per process; null = all); test always generates for every example.
 
-    Each stage writes `predictions_<stage>.jsonl` (source, reference, prediction) and `sacrebleu_<stage>.json`
-    (the scores and sacrebleu's signatures) into the run directory (rank 0).
+    Each stage writes `predictions_<stage>.jsonl` (source, reference, prediction; all ranks' examples) into the run
+    directory and puts sacrebleu's signatures and the float64 scores in results.json `details.<stage>`.
     """
 
     auto_class = AutoModelForSeq2SeqLM
@@ -112,14 +141,17 @@ class Seq2SeqModule(HFTaskModule):
     monitor = ("val/loss", "min")
     optimized_metric = ("val/bleu", "max")
     best_metric = ("val/bleu", "max")
-    data_kwargs = frozenset({"baselines"})
+    data_kwargs = frozenset({"baselines", "max_source_length", "max_target_length"})
 
     def __init__(self, *, model_type: str = "t5", generation_num_beams: Positive[int] = 1,
                  generation_max_new_tokens: Positive[int] = 64, length_penalty: float = 1.0,
                  no_repeat_ngram_size: NonNegative[int] = 0, eval_generation_samples: Positive[int] | None = None,
-                 baselines: dict[str, float] | None = None, tokenizer_vocab_size: Positive[int] = 4000,
+                 baselines: dict[str, float] | None = None, max_source_length: int | None = None,
+                 max_target_length: int | None = None, tokenizer_vocab_size: Positive[int] = 4000,
                  learning_rate: Positive[float] = 1e-3, warmup_ratio: UnitFraction = 0.05, **kwargs: Any) -> None:
         scratch = not kwargs.get("pretrained_model_name_or_path") and kwargs.get("hf_config") is None
+        if kwargs.get("pretrained_model_name_or_path") and kwargs.get("hf_config") is None:
+            _require_encoder_decoder(kwargs["pretrained_model_name_or_path"], kwargs.get("trust_remote_code", False))
         special = kwargs.get("special_token_ids") or {}
         self._scratch_fields: dict[str, Any] = {}
         if scratch:
@@ -144,6 +176,7 @@ class Seq2SeqModule(HFTaskModule):
             raise UserError(f"model=seq2seq needs an encoder-decoder model, {self.model.config.model_type!r} is not "
                             f"one (use model=gpt for decoder-only models)")
         config, gen = self.model.config, self.model.generation_config
+        _check_positions(config, max_source_length, max_target_length, generation_max_new_tokens)
         gen.num_beams, gen.max_new_tokens = generation_num_beams, generation_max_new_tokens
         gen.length_penalty, gen.no_repeat_ngram_size = length_penalty, no_repeat_ngram_size
         for key in ("decoder_start_token_id", "eos_token_id", "pad_token_id"):
@@ -186,10 +219,17 @@ class Seq2SeqModule(HFTaskModule):
     def compute_metrics(self, metrics: nn.ModuleDict) -> dict[str, Any]:
         generation = metrics["generation"]
         generation.tokenizer = self._tokenizer()
-        scores = generation.compute()
-        signature = scores.pop("signature", None)
-        if not self.trainer.sanity_checking and signature is not None:
-            self._write_predictions(generation.texts(), scores, signature)
+        scores = dict(generation.compute())
+        signature, texts = scores.pop("signature", None), scores.pop("texts", None)
+        if signature is not None:
+            stage = "test" if self.trainer.testing else "val"
+            # Lightning logs float32: the float64 scores go to results.json `details.<stage>`, next to sacrebleu's
+            # signature, so that they can be checked against a rescoring of predictions_<stage>.jsonl.
+            details = {"examples": len(texts["prediction"]), "sacrebleu_signature": signature,
+                       "metrics": {f"{stage}/{k}": float(v) for k, v in scores.items()}}
+            records = ({"source": s, "reference": r, "prediction": p}
+                       for s, r, p in zip(texts["source"], texts["reference"], texts["prediction"]))
+            self.write_predictions(stage, records, details)
         return {"loss": float(metrics["loss"].compute()), **{k: float(v) for k, v in scores.items()}}
 
     def _tokenizer(self) -> Any:
@@ -197,18 +237,6 @@ class Seq2SeqModule(HFTaskModule):
         if tokenizer is None:
             raise UserError("seq2seq metrics decode with the data module's tokenizer: pass datamodule= to the trainer")
         return tokenizer
-
-    def _write_predictions(self, texts: dict[str, list[str]], scores: dict[str, Any], signature: dict) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        stage = "test" if self.trainer.testing else "val"
-        run = Path(self.trainer.default_root_dir)
-        run.mkdir(parents=True, exist_ok=True)
-        rows = (json.dumps({"source": s, "reference": r, "prediction": p}, ensure_ascii=False) + "\n"
-                for s, r, p in zip(texts["source"], texts["reference"], texts["prediction"]))
-        (run / f"predictions_{stage}.jsonl").write_text("".join(rows), encoding="utf-8")
-        write_json_atomic(run / f"sacrebleu_{stage}.json", {"signature": signature, "examples": len(texts["prediction"]),
-                                                            **{f"{stage}/{k}": v for k, v in scores.items()}})
 
     def fit_summary(self, metrics: Mapping[str, Any]) -> str | None:
         base = self.hparams.get("baselines") or {}

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_llm import compat
 from lightning_llm.config.targets import (
     allowed_targets,
     check_targets,
@@ -107,9 +108,12 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any]) -> 
     enable_gpu_fast_paths(cfg.hardware)
     if not loggers:  # the LR monitor refuses to run without a logger; it has nothing to write to anyway
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
-    return pl.Trainer(**trainer_kwargs, **hardware, logger=loggers or False, callbacks=callbacks,
-                      default_root_dir=cfg.paths.output_dir, enable_checkpointing=any(
-                          isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks))
+    trainer = pl.Trainer(**trainer_kwargs, **hardware, logger=loggers or False, callbacks=callbacks,
+                         default_root_dir=cfg.paths.output_dir, enable_checkpointing=any(
+                             isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks))
+    # ddp_spawn: a task's results.json details (`HFTaskModule.stage_details`) are set in the workers.
+    compat.carry_from_spawned_workers(trainer, ("stage_details",))
+    return trainer
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
