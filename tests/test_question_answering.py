@@ -281,7 +281,8 @@ def test_predictions_files_rescored_equal_the_reported_metrics(qa_run) -> None:
     assert scores["f1"] == pytest.approx(results["test"]["test/f1"], abs=1e-6)
     val = [json.loads(line) for line in (run / "predictions_val.jsonl").read_text().splitlines()]
     scores = squad_scores([r["prediction"] for r in val], [r["answers"] for r in val])  # one epoch: one validation
-    assert scores["f1"] == pytest.approx(results["val"]["val/f1"], abs=1e-6) and scores["f1"] > 0
+    assert scores["f1"] == pytest.approx(results["val"]["val/f1"], abs=1e-6)
+    assert all(r["prediction"] for r in val)  # v1 always answers with a span: the rescoring is not of empty strings
     by_id = json.loads((run / "predictions_test.json").read_text())
     assert by_id == {r["id"]: r["prediction"] for r in records}
     assert all(r["prediction"] in row["context"] or r["prediction"] == NO_ANSWER for r, row in zip(records, rows))
