@@ -121,3 +121,29 @@ def test_checkpoint_tag_names_encode_a_test_file_with_some_tags(tmp_path: Path, 
     assert set(dm.datasets) == {"test"}
     assert [[t for t in labels if t != -100] for labels in dm.datasets["test"]["labels"]] == [[1, 2, 3], [3]]
     assert "has no words tagged ['B-LOC']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_readme_eval_commands_on_another_test_file(run_cli, tmp_path: Path) -> None:
+    """README's `llm-eval ckpt_path=... data.test_file=...` (saved data config) and `data=text_classification
+    data.test_file=...` (the group option) on a one-class file of the bundled run's labels: exit 0, the same
+    metrics, one warning line about the missing class."""
+    run = tmp_path / "run"
+    proc = run_cli("lightning_llm.train", *TINY_BERT, "trainer.max_epochs=1", "logger=none", "export=false",
+                   f"paths.output_dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = json.loads((run / "results.json").read_text())["best_checkpoint"]
+    bundled = list(csv.reader(open(REPO / "lightning_llm/data/bundled/reviews_test.csv")))
+    with open(tmp_path / "test2.csv", "w", newline="") as f:
+        csv.writer(f).writerows([bundled[0], *(row for row in bundled[1:] if row[1] == "positive")])
+    scores = []
+    for option in ([], ["data=text_classification"]):
+        out = tmp_path / f"eval{len(option)}"
+        proc = run_cli("lightning_llm.evaluate", f"ckpt_path={best}", *option, "data.test_file=test2.csv",
+                       f"paths.output_dir={out}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert [line for line in proc.stderr.splitlines() if line.startswith("warning: data")] == [
+            "warning: data (test split, test2.csv) has no rows labelled ['negative'] (1 of the 2 labels "
+            "['negative', 'positive'])"]
+        scores.append(json.loads((out / "eval_results.json").read_text())["test"])
+    assert scores[0] == scores[1]
