@@ -1,7 +1,13 @@
-"""`llm-eval ckpt_path=...`: test metrics of a checkpoint, printed and written to <eval run>/eval_results.json."""
+"""`llm-eval ckpt_path=...`: test metrics of a checkpoint, printed and written to <eval run>/eval_results.json.
+
+The data config is the one the run that wrote the checkpoint saved (columns, max_length, label names), with this
+command line's `data.*` settings on top: `llm-eval ckpt_path=X data.test_file=Y` scores Y as that run would have.
+`data=<option>` starts from that option instead. Only the test split is loaded, and labels are encoded with the
+checkpoint's own names (`eval_data_settings` of the module), never re-derived from the new data."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +15,16 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightning_llm.config import CONFIG_PATH
+from lightning_llm.config.schema import settings_of
 from lightning_llm.config.targets import allowed_targets
+from lightning_llm.config.validation import check_settings
 from lightning_llm.errors import UserError
 from lightning_llm.runtime import builders
+from lightning_llm.runtime.argv import data_keys_onto_saved_config
 from lightning_llm.runtime.checkpoints import (
     load_module,
     load_run_tokenizer,
+    run_dir_of,
     saved_run_config,
 )
 from lightning_llm.runtime.cli import launch, run_or_exit
@@ -22,24 +32,49 @@ from lightning_llm.runtime.results import collect_metrics
 from lightning_llm.utils.io import write_json_atomic
 
 
-def _data_config(cfg: DictConfig) -> DictConfig:
-    """`data=` given on the command line, else the data config of the run that wrote the checkpoint."""
-    if cfg.get("data"):
-        return cfg.data
+def _data_config(cfg: DictConfig) -> dict[str, Any]:
+    """`data=<option>` (with its `data.*` overrides) when given, else the saved run's data config with this
+    command line's `data.*` keys on top; resolved against this run's `paths`."""
+    given = cfg.get("data")
+    if isinstance(given, DictConfig) and "_target_" in given:
+        return OmegaConf.to_container(given, resolve=True)
     saved = saved_run_config(cfg.ckpt_path)
-    if saved is None or "data" not in saved:
-        raise UserError("data: not set and no saved run config next to the checkpoint; pass data=<option>")
+    if saved is None or not saved.get("data"):
+        raise UserError(f"data: no saved run config at {run_dir_of(cfg.ckpt_path) / '.hydra' / 'config.yaml'}; "
+                        f"pass data=<option>")
     with open_dict(saved):
         saved.paths = cfg.paths  # the saved paths point at the old run's Hydra runtime
-    return OmegaConf.create(OmegaConf.to_container(saved, resolve=True)["data"])
+    data = OmegaConf.to_container(saved.data, resolve=True)
+    return {**data, **(OmegaConf.to_container(given, resolve=True) if given else {})}
+
+
+def _with_checkpoint_settings(data: dict[str, Any], model: Any, data_cls: type) -> dict[str, Any]:
+    """The data settings the checkpoint fixes (label names in the model's id order) set from its
+    hyper-parameters; a different value given on the command line is refused."""
+    data = dict(data)
+    accepted = settings_of(data_cls)
+    for key in sorted(type(model).eval_data_settings):
+        value = model.hparams.get(key)
+        if value is None or key not in accepted:
+            continue
+        value = list(value) if isinstance(value, (list, tuple)) else value
+        if data.get(key) is not None and data[key] != value:
+            raise UserError(f"data.{key}={data[key]} differs from the checkpoint's {value} (the model's id order): "
+                            f"drop data.{key}")
+        data[key] = value
+    return data
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = load_module(cfg.ckpt_path)
     tokenizer = load_run_tokenizer(cfg.ckpt_path)
-    # Allowed packages come from this command line only, never from the saved run config.
-    run_cfg = OmegaConf.create({"data": _data_config(cfg), "allow_targets": list(allowed_targets(cfg))})
-    datamodule = builders.build_datamodule(run_cfg, tokenizer, objective=model.task)
+    allowed = list(allowed_targets(cfg))  # from this command line only, never from the saved run config
+    data = OmegaConf.create({"data": _data_config(cfg), "allow_targets": allowed})
+    check_settings(data)  # a typo in a data.* key is one line naming it
+    data_cls = builders.target_class(data.data, "data", allowed_targets(data))
+    run_cfg = OmegaConf.create({"data": _with_checkpoint_settings(OmegaConf.to_container(data.data), model, data_cls),
+                                "allow_targets": allowed})
+    datamodule = builders.build_datamodule(run_cfg, tokenizer, objective=model.task, splits=("test",))
     datamodule.prepare_data()
     datamodule.setup("test")
     datamodule.require_splits("test")
@@ -61,6 +96,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    sys.argv[1:] = data_keys_onto_saved_config(sys.argv[1:])
     launch(_main, "eval")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from lightning_llm.config.targets import allowed_targets, check_targets
 from lightning_llm.config.validation import validate_train_config
 from lightning_llm.errors import UserError
 from lightning_llm.runtime.results import mark_running, outcome_recorded
-from lightning_llm.utils.io import write_dir_atomic, write_json_atomic
+from lightning_llm.utils.io import current_umask, write_dir_atomic, write_json_atomic
 from tests.conftest import TINY_BERT
 
 WANDB_KEY = "fake0wandb1key2value3for4the5leak6test7"
@@ -220,6 +221,23 @@ def test_dir_write_that_fails_leaves_no_folder_that_looks_complete(tmp_path: Pat
         write_dir_atomic(tmp_path / "hf_model", half_export)
     assert [p.name for p in tmp_path.iterdir()] == ["hf_model"]
     assert (tmp_path / "hf_model" / "model.safetensors").read_text() == "v1"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_atomic_outputs_get_the_modes_the_umask_gives(tmp_path: Path, umask: int) -> None:
+    """results.json / eval_results.json (0666 & ~umask) and hf_model/ (0777 & ~umask), not tempfile's 0600/0700,
+    so teammates on a shared filesystem can read them."""
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        results = write_json_atomic(tmp_path / "results.json", {"status": "completed"})
+        export = write_dir_atomic(tmp_path / "hf_model", lambda tmp: (tmp / "config.json").write_text("{}"))
+        export = write_dir_atomic(export, lambda tmp: (tmp / "config.json").write_text("{}"))  # replacing one
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(results.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(export.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((export / "config.json").stat().st_mode) == 0o666 & ~umask
 
 
 def test_results_say_running_then_failed_when_a_run_crashes(compose_cfg) -> None:

@@ -243,7 +243,7 @@ def test_bad_tags_are_one_line(tmp_path: Path, case: str) -> None:
     train_rows, test_rows = list(ALIGN_ROWS), list(ALIGN_ROWS)
     kwargs = {}
     expected = {"tags_not_list": "data.tags_column='tags' must hold a list of tags per row",
-                "unknown_test_tag": "data (test) row 1: tag 'B-ORG' is not among the training tags",
+                "unknown_test_tag": "tag 'B-ORG' is not among the model's tags",
                 "length_mismatch": "data (train) row 1: 5 words in 'tokens' but 4 tags in 'tags'",
                 "missing_column": "data.tokens_column='words' is not a column of the train split",
                 "empty_split": "the test split is empty",

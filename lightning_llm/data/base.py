@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,12 +15,13 @@ import pytorch_lightning as pl
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 from filelock import FileLock
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lightning_llm.config.schema import NonNegative, OpenUnitFraction, Positive
 from lightning_llm.data.samplers import ResumableRandomSampler
-from lightning_llm.data.sources import load_raw, source_fingerprint, stable_hash
+from lightning_llm.data.sources import SPLITS, load_raw, source_fingerprint, stable_hash
 from lightning_llm.errors import UserError
 
 
@@ -66,7 +68,7 @@ class CachedTextDataModule(pl.LightningDataModule):
 
     objectives: ClassVar[frozenset[str]]
     # Filled by the builders, never configured.
-    derived_kwargs: ClassVar[frozenset[str]] = frozenset({"tokenizer", "objective"})
+    derived_kwargs: ClassVar[frozenset[str]] = frozenset({"tokenizer", "objective", "splits"})
     _bundled: ClassVar[dict[str, str]] = {}
     # What a task needs a fast (Rust) tokenizer for, e.g. "word_ids()"; None: any tokenizer.
     needs_fast_tokenizer: ClassVar[str | None] = None
@@ -78,7 +80,8 @@ class CachedTextDataModule(pl.LightningDataModule):
                  val_fraction: OpenUnitFraction = 0.1, batch_size: Positive[int] = 32,
                  eval_batch_size: Positive[int] | None = None, num_workers: NonNegative[int] = 0,
                  pin_memory: bool | None = None, preprocessing_num_workers: Positive[int] | None = None,
-                 cache_dir: str = ".cache/lightning_llm", seed: int = 42) -> None:
+                 cache_dir: str = ".cache/lightning_llm", seed: int = 42,
+                 splits: Sequence[str] | None = None) -> None:
         super().__init__()
         if objective is None and len(self.objectives) == 1:
             objective = next(iter(self.objectives))
@@ -88,8 +91,12 @@ class CachedTextDataModule(pl.LightningDataModule):
         self.objective = objective
         self.tokenizer = tokenizer
         self.dataset_name, self.dataset_config = dataset_name, dataset_config
-        self.files = {"train": train_file, "validation": validation_file, "test": test_file}
-        self.split_names = {"train": train_split, "validation": validation_split, "test": test_split}
+        # `splits`: the only splits to load and tokenize (None: all the source has); `llm-eval` loads "test" alone.
+        self.splits = tuple(splits) if splits else SPLITS
+        files = {"train": train_file, "validation": validation_file, "test": test_file}
+        self.files = {split: files[split] if split in self.splits else None for split in SPLITS}
+        names = {"train": train_split, "validation": validation_split, "test": test_split}
+        self.split_names = {split: names[split] if split in self.splits else None for split in SPLITS}
         self.val_fraction, self.seed = val_fraction, seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
@@ -103,7 +110,7 @@ class CachedTextDataModule(pl.LightningDataModule):
         with progress_bars(enabled=bool(self.dataset_name)):  # hub downloads show progress; local files take ~1 s
             raw = load_raw(dataset_name=self.dataset_name, dataset_config=self.dataset_config, files=self.files,
                            split_names=self.split_names, cache_dir=str(self.cache_dir / "raw"),
-                           bundled=self._bundled)
+                           bundled=self.bundled_files())
         return self.with_validation(raw)
 
     def with_validation(self, raw: DatasetDict) -> DatasetDict:
@@ -113,6 +120,10 @@ class CachedTextDataModule(pl.LightningDataModule):
             raw = DatasetDict({**raw, "train": parts["train"], "validation": parts["test"]})
         return raw
 
+    def bundled_files(self) -> dict[str, str]:
+        """The bundled demo files of the splits this module loads (`_bundled` filtered by `splits`)."""
+        return {split: name for split, name in self._bundled.items() if split in self.splits}
+
     def training_texts(self) -> Iterator[str]:
         """Raw training text, for training a tokenizer when the model has none."""
         raise NotImplementedError
@@ -121,6 +132,22 @@ class CachedTextDataModule(pl.LightningDataModule):
         """What the data determines about the model (after `setup`): constructor arguments of the task module,
         e.g. `num_labels` and `label_names`, or a baseline the module reports its metric against."""
         return {}
+
+    def describe_split(self, split: str) -> str:
+        """`test split, /path/test.csv`: how a message names a split (and its file when one was given)."""
+        path = self.files.get(split)
+        return f"{split} split, {path}" if path else f"{split} split"
+
+    @rank_zero_only
+    def warn_missing_labels(self, names: list[str], present: dict[str, list[int]], what: str = "rows labelled") -> None:
+        """One warning line per split that lacks some of the label ids `0..len(names)-1` (`present`: the ids
+        each split holds), e.g. a test file with one class of two: fine to score, worth knowing."""
+        for split, ids in present.items():
+            missing = [name for i, name in enumerate(names) if i not in set(ids)]
+            if missing:
+                print(f"warning: data ({self.describe_split(split)}) has no {what} {missing[:5]}"
+                      f"{' ...' if len(missing) > 5 else ''} ({len(missing)} of the {len(names)} labels {names[:10]})",
+                      file=sys.stderr)
 
     def require_splits(self, *names: str) -> None:
         """Fail now, naming the setting, if a split the run will need is missing (after `setup`)."""
@@ -136,7 +163,7 @@ class CachedTextDataModule(pl.LightningDataModule):
 
     def cache_key(self) -> str:
         source = source_fingerprint(dataset_name=self.dataset_name, dataset_config=self.dataset_config,
-                                    files=self.files, split_names=self.split_names, bundled=self._bundled)
+                                    files=self.files, split_names=self.split_names, bundled=self.bundled_files())
         return stable_hash({"cls": type(self).__name__, "format": _CACHE_FORMAT, "source": source, "val_fraction": self.val_fraction,
                             "seed": self.seed, "tokenizer": tokenizer_fingerprint(self.tokenizer),
                             "params": self._processing_params()})

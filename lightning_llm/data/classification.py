@@ -18,7 +18,9 @@ class TextClassificationDataModule(CachedTextDataModule):
     """Tokenized classification splits with integer `labels`; string labels are mapped to ids.
 
     Label names come from `label_names`, a `ClassLabel` feature, or the sorted distinct string labels of the
-    training split; they end up in the exported model's `id2label`/`label2id`.
+    training split; they end up in the exported model's `id2label`/`label2id`. `llm-eval` passes a checkpoint's
+    own names as `label_names`, so a test file with a subset of the labels, in any order, is encoded with the
+    model's ids (a `ClassLabel` feature whose names differ from them is mapped through the names).
     """
 
     objectives = frozenset({"classification"})
@@ -75,34 +77,42 @@ class TextClassificationDataModule(CachedTextDataModule):
         label_to_id = {name: i for i, name in enumerate(names)} if names else None
         tok, text_col, pair_col, label_col = self.tokenizer, self.text_column, self.text_pair_column, self.label_column
 
-        def encode(batch: dict[str, list]) -> dict[str, list]:
+        def encode(batch: dict[str, list], split: str, class_names: list[str] | None) -> dict[str, list]:
             texts = [t or "" for t in batch[text_col]]
             pairs = [t or "" for t in batch[pair_col]] if pair_col else None
             out = tok(texts, pairs, truncation=True, max_length=self.max_length)
             labels = batch[label_col]
-            if label_to_id is not None and labels and not isinstance(labels[0], int):
-                unknown = {str(v) for v in labels if str(v) not in label_to_id}
+            if class_names is not None:  # this split's ClassLabel ids -> names, then the model's ids below
+                labels = [class_names[v] if v is not None and v >= 0 else None for v in labels]
+            if label_to_id is not None and any(isinstance(v, str) for v in labels):
+                unknown = {str(v) for v in labels if v is not None and str(v) not in label_to_id}
                 if unknown:
-                    raise UserError(f"data.label_column={label_col!r}: labels {sorted(unknown)[:5]} are not among "
-                                    f"the training labels {names}")
-                labels = [label_to_id[str(v)] for v in labels]
+                    raise UserError(f"data ({self.describe_split(split)}): labels {sorted(unknown)[:5]} in column "
+                                    f"{label_col!r} are not among the model's labels {names}")
+                labels = [None if v is None else label_to_id[str(v)] for v in labels]
             out["labels"] = labels
             return out
 
         processed = DatasetDict()
         for split, ds in raw.items():
+            feature = ds.features[label_col]
+            class_names = feature.names if isinstance(feature, ClassLabel) and names and feature.names != names \
+                else None
             processed[split] = ds.map(encode, batched=True, remove_columns=ds.column_names,
                                       num_proc=self.preprocessing_num_workers, desc=f"tokenizing {split}",
-                                      load_from_cache_file=False)
+                                      load_from_cache_file=False, fn_kwargs={"split": split, "class_names": class_names})
             labels = processed[split]["labels"]
             if any(label is None or label < 0 for label in labels):
                 raise UserError(f"data.label_column={label_col!r}: the {split} split has missing or negative labels "
                                 f"(unlabeled test split? set data.test_split=null)")
         max_label = max(max(ds["labels"]) for ds in processed.values())
-        return processed, {"label_names": names, "max_label": int(max_label)}
+        present = {split: sorted(set(ds["labels"])) for split, ds in processed.items()}
+        return processed, {"label_names": names, "max_label": int(max_label), "present": present}
 
     def _after_load(self, datasets: DatasetDict, meta: dict[str, Any]) -> None:
         self.label_names, self.max_label = meta["label_names"], meta["max_label"]
+        if self.label_names:
+            self.warn_missing_labels(self.label_names, meta.get("present", {}))
         self.num_labels = len(self.label_names) if self.label_names else self.max_label + 1
         # Same tensors as transformers' DataCollatorWithPadding, ~9x faster (see PaddingCollator).
         self.collate_fn = PaddingCollator(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)

@@ -202,7 +202,7 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
                 flat.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
                 files[split] = str(flat)
         raw = load_raw(dataset_name=None, dataset_config=None, files=files, split_names=self.split_names,
-                       cache_dir=str(self.cache_dir / "raw"), bundled=self._bundled)
+                       cache_dir=str(self.cache_dir / "raw"), bundled=self.bundled_files())
         return self.with_validation(raw)
 
     def training_texts(self) -> Iterator[str]:

@@ -80,8 +80,9 @@ class TokenClassificationDataModule(CachedTextDataModule):
     The first sub-word of each word carries its tag and the others -100, as transformers' run_ner does;
     `label_all_tokens` tags the continuation pieces of training words too (`B-X` as `I-X`), while validation and
     test keep one label per word, so their metrics are over words, and also their row (`example_index`) and words,
-    for the predictions file. Tag names come from `label_names`, a
-    `Sequence(ClassLabel)` feature, or the sorted distinct string tags of the training split. `file_format=conll`
+    for the predictions file. Tag names come from `label_names`, a `Sequence(ClassLabel)` feature, or the sorted
+    distinct string tags of the training split; `llm-eval` passes a checkpoint's own tag names, so a test file with a
+    subset of the tags is encoded with the model's ids. `file_format=conll`
     reads every local file (any extension) as CoNLL text; by default only `.conll` files are.
     """
 
@@ -168,15 +169,19 @@ class TokenClassificationDataModule(CachedTextDataModule):
         b_to_i = [label_to_id.get("I-" + name[2:], i) if name.startswith("B-") else i for i, name in enumerate(names)]
         tok, words_col, tags_col, max_length = self.tokenizer, self.tokens_column, self.tags_column, self.max_length
 
-        def encode(batch: dict[str, list], indices: list[int], split: str, all_pieces: bool) -> dict[str, list]:
+        def encode(batch: dict[str, list], indices: list[int], split: str, all_pieces: bool,
+                   class_names: list[str] | None) -> dict[str, list]:
             words = [[w if w is not None else "" for w in ws] for ws in batch[words_col]]
             out = tok(words, is_split_into_words=True, truncation=True, max_length=max_length)
-            labels, cut = [], []
+            labels, cut, present = [], [], []
             for i, (row, tags) in enumerate(zip(words, batch[tags_col])):
                 if tags is None or len(tags) != len(row):
                     raise UserError(f"data ({split}) row {indices[i]}: {len(row)} words in {words_col!r} but "
                                     f"{0 if tags is None else len(tags)} tags in {tags_col!r}")
+                if class_names is not None:  # this split's ClassLabel ids -> names, then the model's ids
+                    tags = [class_names[t] if isinstance(t, int) and 0 <= t < len(class_names) else t for t in tags]
                 ids = [self._tag_id(t, label_to_id, names, split, indices[i]) for t in tags]
+                present.append(sorted(set(ids)))  # of all words, truncated or not
                 row_labels, previous = [], None
                 word_ids = out.word_ids(i)
                 for word in word_ids:
@@ -192,18 +197,23 @@ class TokenClassificationDataModule(CachedTextDataModule):
                 cut.append(len(word_ids) >= max_length and last < len(row) - 1)
             out["labels"] = labels
             out["truncated"] = cut
+            out["present"] = present
             if split != "train":
                 out["example_index"], out["words"] = list(indices), words
             return out
 
-        processed, truncated = DatasetDict(), {}
+        processed, truncated, present = DatasetDict(), {}, {}
         for split, ds in raw.items():
+            element = _list_feature(ds.features[tags_col])
+            class_names = element.names if isinstance(element, ClassLabel) and element.names != names else None
             ds = ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names,
                         num_proc=self.preprocessing_num_workers, desc=f"tokenizing {split}", load_from_cache_file=False,
-                        fn_kwargs={"split": split, "all_pieces": self.label_all_tokens and split == "train"})
+                        fn_kwargs={"split": split, "all_pieces": self.label_all_tokens and split == "train",
+                                   "class_names": class_names})
             truncated[split] = int(sum(ds["truncated"]))
-            processed[split] = ds.remove_columns("truncated")
-        return processed, {"label_names": names, "truncated": truncated,
+            present[split] = sorted({t for ids in ds["present"] for t in ids})
+            processed[split] = ds.remove_columns(["truncated", "present"])
+        return processed, {"label_names": names, "truncated": truncated, "present": present,
                            "sentences": {split: len(ds) for split, ds in processed.items()},
                            "baseline": self._majority_baseline(processed, names)}
 
@@ -214,7 +224,9 @@ class TokenClassificationDataModule(CachedTextDataModule):
                                 f"names)")
             return tag
         if tag not in label_to_id:
-            raise UserError(f"data ({split}) row {row}: tag {tag!r} is not among the training tags {names}")
+            path = self.files.get(split)
+            raise UserError(f"data ({split}) row {row}{f' of {path}' if path else ''}: tag {tag!r} is not among the "
+                            f"model's tags {names}")
         return label_to_id[tag]
 
     @staticmethod
@@ -235,6 +247,7 @@ class TokenClassificationDataModule(CachedTextDataModule):
 
     def _after_load(self, datasets: DatasetDict, meta: dict[str, Any]) -> None:
         self.label_names, self.baseline = meta["label_names"], meta["baseline"]
+        self.warn_missing_labels(self.label_names, meta.get("present", {}), "words tagged")
         self._warn_truncated(meta["truncated"], meta["sentences"])
         self.collate_fn = TaggingCollator(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
 

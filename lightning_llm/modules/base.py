@@ -33,8 +33,9 @@ class HFTaskModule(pl.LightningModule):
     `tokenizer_kind` (what to train for a from-scratch model without a tokenizer), `monitor` and
     `optimized_metric` (name, "min"|"max": what checkpoints/early stopping watch and what sweeps optimize, unless
     the config says otherwise), `best_metric` (a validation metric whose best-so-far value is logged as
-    `<name>_best` and kept in checkpoints), `progress_bar_metrics` (the val metrics the bar shows; None: all) and
-    `data_kwargs` (constructor arguments only a data module provides, see `CachedTextDataModule.model_kwargs`).
+    `<name>_best` and kept in checkpoints), `progress_bar_metrics` (the val metrics the bar shows; None: all),
+    `data_kwargs` (constructor arguments only a data module provides, see `CachedTextDataModule.model_kwargs`) and
+    `eval_data_settings` (those of them `llm-eval` gives back to the data module).
     It implements `make_metrics` and `update_metrics`, and `compute_metrics` when a metric's `compute()` is not
     already the dict of values to log.
 
@@ -54,6 +55,9 @@ class HFTaskModule(pl.LightningModule):
     # Filled by the builders from the tokenizer (all tasks) or by the data module (per task): never configured.
     derived_kwargs: ClassVar[frozenset[str]] = frozenset({"vocab_size", "special_token_ids", "hf_config"})
     data_kwargs: ClassVar[frozenset[str]] = frozenset()
+    # Hyper-parameters `llm-eval` hands to the data module as settings of the same name, so that other data is
+    # encoded the way the model was trained (label names in the model's id order), never re-derived from it.
+    eval_data_settings: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, *, pretrained_model_name_or_path: str | None = None, tokenizer_name_or_path: str | None = None,
                  tokenizer_vocab_size: Positive[int] = 8000, model_type: str = "bert",

@@ -25,6 +25,7 @@ class SequenceClassificationModule(HFTaskModule):
     optimized_metric = ("val/acc_best", "max")
     best_metric = ("val/acc", "max")
     data_kwargs = frozenset({"label_names"})
+    eval_data_settings = frozenset({"label_names"})
 
     def __init__(self, *, num_labels: Positive[int] | None = None, label_names: list[str] | None = None,
                  tokenizer_vocab_size: Positive[int] = 4000, learning_rate: Positive[float] = 5e-4,

@@ -129,6 +129,7 @@ class TokenClassificationModule(HFTaskModule):
     optimized_metric = ("val/f1", "max")
     progress_bar_metrics = frozenset({"loss", "f1"})
     data_kwargs = frozenset({"label_names", "baseline_f1", "baseline_acc"})
+    eval_data_settings = frozenset({"label_names"})
     baseline_metrics = {"baseline_f1": "val/majority_f1", "baseline_acc": "val/majority_acc"}
 
     def __init__(self, *, num_labels: Positive[int] | None = None, label_names: list[str] | None = None,

@@ -42,3 +42,12 @@ def route_output_dir(argv: list[str]) -> list[str]:
     routed = [a for i, a in enumerate(argv) if i not in positions]
     at = positions[0]
     return routed[:at] + [f"hydra.run.dir={value}", f"hydra.sweep.dir={value}"] + routed[at:]
+
+
+def data_keys_onto_saved_config(argv: list[str]) -> list[str]:
+    """`llm-eval`: without `data=<option>`, `data.x=v` sets a key of the checkpoint's saved data config, which Hydra
+    never sees (eval.yaml has no `data`), so it would refuse the key; written `+data.x=v` it composes into a
+    `data` node of the given keys alone, which `evaluate` lays over the saved config."""
+    if any(_key(arg) == "data" for arg in argv):
+        return argv
+    return [f"+{arg}" if arg[:1] not in "+~-" and (_key(arg) or "").startswith("data.") else arg for arg in argv]

@@ -62,11 +62,14 @@ def build_tokenizer(cfg: DictConfig, datamodule_for_texts: Any) -> Any:
     return tokenizer
 
 
-def build_datamodule(cfg: DictConfig, tokenizer: Any = None, objective: str | None = None) -> pl.LightningDataModule:
-    """Instantiate `data` for the model's task (`objective`, default: that of `model`)."""
+def build_datamodule(cfg: DictConfig, tokenizer: Any = None, objective: str | None = None,
+                     splits: tuple[str, ...] | None = None) -> pl.LightningDataModule:
+    """Instantiate `data` for the model's task (`objective`, default: that of `model`), loading only `splits`
+    (None: all the source has)."""
     if objective is None and cfg.get("model"):
         objective = target_class(cfg.model, "model", allowed_targets(cfg)).task
-    return safe_instantiate(cfg.data, "data", allowed_targets(cfg), tokenizer=tokenizer, objective=objective)
+    return safe_instantiate(cfg.data, "data", allowed_targets(cfg), tokenizer=tokenizer, objective=objective,
+                            splits=splits)
 
 
 def tokenizer_kwargs(tokenizer: Any) -> dict[str, Any]:

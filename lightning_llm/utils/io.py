@@ -1,4 +1,8 @@
-"""Atomic writes: a crash never leaves a half-written file or folder that looks complete."""
+"""Atomic writes: a crash never leaves a half-written file or folder that looks complete.
+
+The temporary file/folder `tempfile` creates is private (0600/0700); it is given the mode a plain `open`/`mkdir`
+would have (0666/0777 less the umask) before it is renamed into place, so teammates on a shared filesystem can
+read results as they read everything else the run writes."""
 
 from __future__ import annotations
 
@@ -24,6 +28,19 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def current_umask() -> int:
+    """The process umask. Linux reports it in /proc (no side effect); elsewhere it is set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
     """Write `data` as JSON (non-finite floats as null) atomically."""
     return write_text_atomic(path, json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
@@ -37,6 +54,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -50,6 +68,7 @@ def write_dir_atomic(path: str | Path, writer: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
+        tmp.chmod(0o777 & ~current_umask())
         writer(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
