@@ -8,6 +8,8 @@ from hydra.errors import OverrideParseException
 from lightning_llm.errors import UserError
 
 OUTPUT_DIR_KEY = "paths.output_dir"
+# `model.peft=lora` reads as the `peft` group choice it names (the node it fills is model.peft).
+GROUP_SHORTHANDS = {"model.peft": "peft"}
 
 
 def _key(arg: str) -> str | None:
@@ -42,3 +44,14 @@ def route_output_dir(argv: list[str]) -> list[str]:
     routed = [a for i, a in enumerate(argv) if i not in positions]
     at = positions[0]
     return routed[:at] + [f"hydra.run.dir={value}", f"hydra.sweep.dir={value}"] + routed[at:]
+
+
+def route_group_shorthands(argv: list[str]) -> list[str]:
+    """`model.peft=lora` -> `peft=lora`: a plain option name for a node a config group fills selects that group's
+    option (`model.peft.r=16` and `model.peft={...}` stay overrides of the node)."""
+    routed = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        group = GROUP_SHORTHANDS.get(key)
+        routed.append(f"{group}={value}" if group and value.replace("_", "").isalnum() else arg)
+    return routed
