@@ -12,7 +12,7 @@ from typing import Any, List, Optional
 
 from torch import nn
 
-from lightning_llm.errors import UserError
+from lightning_llm.errors import UserError, first_line
 from lightning_llm.runtime.extras import require_extra
 
 # LoRA target layers for architectures peft's own table (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
@@ -72,7 +72,8 @@ def wrap(model: nn.Module, config: Mapping[str, Any], auto_class: Any) -> nn.Mod
     try:
         return peft.get_peft_model(model, lora)
     except ValueError as err:  # e.g. a target module name the model does not have
-        raise UserError(f"model.peft: {err}") from err
+        raise UserError(f"model.peft.target_modules={list(targets) if targets else 'null'}: "
+                        f"{first_line(err)}") from err
 
 
 def is_wrapped(model: nn.Module) -> bool:
