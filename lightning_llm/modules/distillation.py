@@ -21,6 +21,7 @@ from lightning_llm.config.schema import Positive, UnitFraction
 from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.errors import UserError, first_line
 from lightning_llm.modules.classification import SequenceClassificationModule
+from lightning_llm.runtime.console import hf_progress_bars_off
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -74,7 +75,8 @@ class DistillationModule(SequenceClassificationModule):
             hint = f" (a run directory? use {path}/hf_model)" if (Path(path) / "hf_model").is_dir() else ""
             raise UserError(f"{where}: directory not found: {path}{hint}")
         try:
-            teacher = AutoModelForSequenceClassification.from_pretrained(str(Path(path).expanduser()))
+            with hf_progress_bars_off():  # a "Loading weights" bar between the summary lines says nothing
+                teacher = AutoModelForSequenceClassification.from_pretrained(str(Path(path).expanduser()))
         except Exception as err:
             raise UserError(f"{where}: cannot load a sequence classifier from {path!r}: {first_line(err)}") from err
         self._check_compatible(teacher, path)
