@@ -32,8 +32,10 @@ TASKS = {
             "hardware.precision=32-true"],
     # ddp_spawn: the workers save, and the main process learns of the preemption from their exit code.
     "ddp_spawn": [*TINY_BERT, "hardware=ddp_sim"],
+    # LoRA: the frozen base, the adapters and their optimizer state all come back.
+    "lora": [*TINY_BERT, "peft=lora"],
 }
-SLOW = {"gpt", "ddp", "ddp_spawn"}
+SLOW = {"gpt", "ddp", "ddp_spawn", "lora"}
 KILL_AT = 3
 PREEMPT = ["+callbacks.fault._target_=lightning_llm.callbacks.FaultInjection",
            f"+callbacks.fault.sigterm_at_step={KILL_AT}"]

@@ -24,6 +24,7 @@ from lightning_llm import data, modules
 from lightning_llm.config.schema import Setting, settings_of, strip_annotated
 from lightning_llm.config.targets import allowed_targets, check_targets
 from lightning_llm.data.base import CachedTextDataModule
+from lightning_llm.modules.adapters import LoraSettings
 from lightning_llm.modules.base import HFTaskModule
 
 _PRIMITIVES = (int, float, bool, str)
@@ -83,6 +84,7 @@ def register() -> None:
     for cls in _exported(data, CachedTextDataModule):
         store.store(group="schema/data", name=cls.__name__, node=schema_for(cls, CachedTextDataModule.derived_kwargs),
                     provider="lightning_llm")
+    store.store(group="schema/peft", name="lora", node=LoraSettings, provider="lightning_llm")
 
 
 def model_exclusions(cls: type[HFTaskModule]) -> frozenset[str]:

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from transformers import AutoConfig
 
 from lightning_llm.config.schema import Range, check_node, describe
@@ -45,14 +45,17 @@ def validate_train_config(cfg: DictConfig) -> None:
         check_resume_checkpoint(cfg, resume_from)
 
 
-def _resolved(node: DictConfig) -> dict[str, Any]:
+def _resolved(node: DictConfig, where: str) -> dict[str, Any]:
     """A node as plain values; a value that cannot be resolved yet (e.g. `${hydra:...}` before Hydra runs the job)
-    is left out here and checked when the job runs."""
+    is left out here and checked when the job runs. A required value left `???` fails here (`instantiate` would
+    drop it silently)."""
     values = {}
     for key in node:
         try:
             value = node[key]
             values[str(key)] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        except MissingMandatoryValue as err:
+            raise UserError(f"{where}.{key} is required (it is ???): set {where}.{key}=...") from err
         except (InterpolationResolutionError, ValueError):
             continue
     return values
@@ -66,10 +69,10 @@ def check_settings(cfg: DictConfig) -> None:
         if isinstance(node, DictConfig) and "_target_" in node:
             cls = target_class(node, group, allowed=allowed_targets(cfg))
             exclude = getattr(cls, "derived_kwargs", frozenset()) | getattr(cls, "data_kwargs", frozenset())
-            check_node(_resolved(node), group, cls, exclude)
+            check_node(_resolved(node, group), group, cls, exclude)
     trainer = cfg.get("trainer")
     if isinstance(trainer, DictConfig):
-        values = _resolved(trainer)
+        values = _resolved(trainer, "trainer")
         check_node(values, "trainer", pl.Trainer)
         for key, bounds in TRAINER_RANGES.items():
             reason = bounds.violation(values.get(key))

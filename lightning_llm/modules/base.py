@@ -16,6 +16,7 @@ from transformers import get_scheduler
 
 from lightning_llm import compat
 from lightning_llm.config.schema import NonNegative, Positive, Probability, UnitFraction
+from lightning_llm.modules import adapters
 from lightning_llm.modules.hf_models import build_config, build_model
 from lightning_llm.utils.io import write_text_atomic
 
@@ -69,8 +70,8 @@ class HFTaskModule(pl.LightningModule):
                  adam_epsilon: Positive[float] = 1e-8, adam_betas: Sequence[float] = (0.9, 0.999),
                  lr_scheduler: str = "linear", gradient_checkpointing: bool = False, compile: bool = False,
                  attn_implementation: str | None = "sdpa", trust_remote_code: bool = False,
-                 vocab_size: int | None = None, special_token_ids: dict[str, int] | None = None,
-                 hf_config: dict[str, Any] | None = None) -> None:
+                 peft: dict[str, Any] | None = None, vocab_size: int | None = None,
+                 special_token_ids: dict[str, int] | None = None, hf_config: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         size = {"hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
@@ -94,6 +95,10 @@ class HFTaskModule(pl.LightningModule):
         self.model.train()
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        if peft:  # `peft=lora`: the HF model inside LoRA adapters (modules/adapters.py); {} or None: full training
+            if gradient_checkpointing:  # frozen embeddings: checkpointed blocks need inputs that require grad
+                self.model.enable_input_require_grads()
+            self.model = adapters.wrap(self.model, peft, self.auto_class)
         self.stage_metrics = nn.ModuleDict({"val": self.make_metrics(), "test": self.make_metrics()})
         self.best: dict[str, float] = {}
         # Non-scalar results per stage (e.g. a scorer's signature, exact float64 values): results.json "details".
@@ -201,6 +206,10 @@ class HFTaskModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_stage("test")
 
+    def on_fit_start(self) -> None:
+        if self.has_adapter and self.trainer.is_global_zero:
+            print(adapters.describe(self.model))
+
     def on_fit_end(self) -> None:
         line = self.fit_summary(self.trainer.callback_metrics)
         if line and self.trainer.is_global_zero:
@@ -236,7 +245,16 @@ class HFTaskModule(pl.LightningModule):
         self.best = {str(k): float(v) for k, v in checkpoint.get(_BEST_KEY, {}).items()}
 
     def export(self, directory: str | Path, tokenizer: Any) -> None:
-        """`save_pretrained` model (safetensors) and tokenizer into `directory`."""
-        self.model.save_pretrained(str(directory), safe_serialization=True)
+        """`save_pretrained` model (safetensors) and tokenizer into `directory`; with LoRA the merged model."""
+        model = adapters.merged(self.model) if self.has_adapter else self.model
+        model.save_pretrained(str(directory), safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(directory))
+
+    @property
+    def has_adapter(self) -> bool:
+        return adapters.is_wrapped(self.model)
+
+    def export_adapter(self, directory: str | Path) -> None:
+        """The LoRA adapter alone (+ the trained head) into `directory` (`PeftModel.from_pretrained` loads it)."""
+        adapters.save_adapter(self.model, directory)

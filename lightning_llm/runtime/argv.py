@@ -8,6 +8,8 @@ from hydra.errors import OverrideParseException
 from lightning_llm.errors import UserError
 
 OUTPUT_DIR_KEY = "paths.output_dir"
+# `model.peft=lora` reads as the `peft` group choice it names (the node it fills is model.peft).
+GROUP_SHORTHANDS = {"model.peft": "peft"}
 
 
 def _key(arg: str) -> str | None:
@@ -51,3 +53,14 @@ def data_keys_onto_saved_config(argv: list[str]) -> list[str]:
     if any(_key(arg) == "data" for arg in argv):
         return argv
     return [f"+{arg}" if arg[:1] not in "+~-" and (_key(arg) or "").startswith("data.") else arg for arg in argv]
+
+
+def route_group_shorthands(argv: list[str]) -> list[str]:
+    """`model.peft=lora` -> `peft=lora`: a plain option name for a node a config group fills selects that group's
+    option (`model.peft.r=16` and `model.peft={...}` stay overrides of the node)."""
+    routed = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        group = GROUP_SHORTHANDS.get(key)
+        routed.append(f"{group}={value}" if group and value.replace("_", "").isalnum() else arg)
+    return routed

@@ -15,7 +15,7 @@ from lightning_llm.config import store  # noqa: F401  (registers the config sche
 from lightning_llm.config.precheck import precheck
 from lightning_llm.config.secrets import redact, refuse_secret_overrides
 from lightning_llm.errors import UserError, user_error_in
-from lightning_llm.runtime.argv import route_output_dir
+from lightning_llm.runtime.argv import route_group_shorthands, route_output_dir
 from lightning_llm.runtime.console import config_summary, failed_run_line, final_line, quiet_known_noise
 from lightning_llm.runtime.extras import check_command_line
 from lightning_llm.runtime.hardware import follow_rank_zero_run_dir
@@ -90,7 +90,7 @@ def launch(hydra_main: Callable[[], Any], config_name: str) -> None:
         argv = sys.argv[1:]
         refuse_secret_overrides(argv)
         check_command_line(argv)  # logger=wandb etc. without the extra installed: one line
-        argv = follow_rank_zero_run_dir(route_output_dir(argv))
+        argv = follow_rank_zero_run_dir(route_output_dir(route_group_shorthands(argv)))
         precheck(argv, config_name)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

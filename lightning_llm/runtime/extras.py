@@ -14,6 +14,8 @@ _CHOICES = {
     ("logger", "wandb"): [("wandb", "wandb")],
     ("logger", "tensorboard"): [("tensorboard", "tensorboard")],
     ("logger", "many"): [("wandb", "wandb"), ("tensorboard", "tensorboard")],
+    ("peft", "lora"): [("peft", "peft")],
+    ("model.peft", "lora"): [("peft", "peft")],
     ("hydra/launcher", "slurm"): [("hydra_plugins.hydra_submitit_launcher", "slurm")],
     ("hydra/launcher", "submitit_slurm"): [("hydra_plugins.hydra_submitit_launcher", "slurm")],
     ("hydra/launcher", "submitit_local"): [("hydra_plugins.hydra_submitit_launcher", "slurm")],

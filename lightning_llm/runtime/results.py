@@ -28,10 +28,13 @@ def collect_metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
 
 
 def export_model(trainer: pl.Trainer, model: Any, tokenizer: Any, run_dir: Path) -> Path | None:
-    """Write <run>/hf_model (safetensors + tokenizer) on global rank 0; a crash leaves no partial folder."""
+    """Write <run>/hf_model (safetensors + tokenizer) on global rank 0, and with LoRA <run>/hf_adapter (the
+    adapter alone); a crash leaves no partial folder."""
     if trainer.global_rank != 0:
         return None
     with hf_progress_bars_off():  # a one-shard "Writing model shards" bar says nothing
+        if getattr(model, "has_adapter", False):
+            write_dir_atomic(run_dir / "hf_adapter", model.export_adapter)
         return write_dir_atomic(run_dir / "hf_model", lambda tmp: model.export(tmp, tokenizer))
 
 

@@ -1,0 +1,109 @@
+"""Parameter-efficient fine-tuning with the `peft` library: `peft=lora` (or `model.peft=lora`) wraps a task's HF
+model in LoRA adapters; only the adapters and the task head train. The merged model exports as a plain
+`from_pretrained` folder, the adapter alone as a `peft` one."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, List, Optional
+
+from torch import nn
+
+from lightning_llm.errors import UserError, first_line
+from lightning_llm.runtime.extras import require_extra
+
+# LoRA target layers for architectures peft's own table (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
+# used when target_modules is null) does not know.
+_TARGETS = {"modernbert": ["Wqkv"]}
+# The Auto* class of a task -> peft's task type, which decides the head that trains in full (peft's own
+# modules_to_save: classifier/score, qa_outputs) and the forward/generate wrappers.
+_TASK_TYPES = {"AutoModelForSequenceClassification": "SEQ_CLS", "AutoModelForTokenClassification": "TOKEN_CLS",
+               "AutoModelForQuestionAnswering": "QUESTION_ANS", "AutoModelForCausalLM": "CAUSAL_LM",
+               "AutoModelForSeq2SeqLM": "SEQ_2_SEQ_LM"}
+
+
+@dataclasses.dataclass
+class LoraSettings:
+    """The `model.peft` node of `peft=lora` (conf/peft/lora.yaml): typed, so a wrong key or type fails while
+    composing. Null `target_modules` = the architecture's attention projections (peft's table, then `_TARGETS`);
+    null `modules_to_save` = the task head peft picks for the task (none for language models)."""
+
+    method: str = "lora"
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.1
+    target_modules: Optional[List[str]] = None
+    modules_to_save: Optional[List[str]] = None
+
+
+def settings_from(config: Mapping[str, Any]) -> LoraSettings:
+    """`model.peft` as given (a plain mapping, e.g. from a checkpoint's hyper-parameters), checked."""
+    fields = {f.name for f in dataclasses.fields(LoraSettings)}
+    unknown = sorted(set(config) - fields)
+    if unknown:
+        raise UserError(f"model.peft.{unknown[0]} is not a LoRA setting ({', '.join(sorted(fields))})")
+    settings = LoraSettings(**config)
+    if settings.method != "lora":
+        raise UserError(f"model.peft.method={settings.method!r}: only 'lora' is supported")
+    if not (isinstance(settings.r, int) and settings.r > 0):
+        raise UserError(f"model.peft.r={settings.r!r}: must be a positive integer")
+    if not settings.alpha > 0:
+        raise UserError(f"model.peft.alpha={settings.alpha!r}: must be > 0")
+    if not 0 <= settings.dropout < 1:
+        raise UserError(f"model.peft.dropout={settings.dropout!r}: must be in [0, 1)")
+    return settings
+
+
+def wrap(model: nn.Module, config: Mapping[str, Any], auto_class: Any) -> nn.Module:
+    """`model` inside a peft LoRA model: base weights frozen, adapters (+ the task head) trainable."""
+    peft = require_extra("peft", "peft", "model.peft")
+    settings = settings_from(config)
+    model_type = model.config.model_type
+    targets = settings.target_modules or _TARGETS.get(model_type)
+    if targets is None and model_type not in peft.utils.constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
+        raise UserError(f"model.peft.target_modules: no default for model_type {model_type!r}; name the layers to "
+                        f"adapt, e.g. model.peft.target_modules=[q_proj,v_proj]")
+    lora = peft.LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                           target_modules=targets, modules_to_save=settings.modules_to_save,
+                           task_type=_TASK_TYPES.get(getattr(auto_class, "__name__", "")))
+    try:
+        return peft.get_peft_model(model, lora)
+    except ValueError as err:  # e.g. a target module name the model does not have
+        raise UserError(f"model.peft.target_modules={list(targets) if targets else 'null'}: "
+                        f"{first_line(err)}") from err
+
+
+def is_wrapped(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
+
+
+def trainable_share(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+def describe(model: nn.Module) -> str:
+    """One line for the start of a run: what LoRA adapts and the share of parameters that trains."""
+    from peft.utils import ModulesToSaveWrapper
+
+    config = model.peft_config["default"]
+    trainable, total = trainable_share(model)
+    heads = sorted(name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper))
+    head = f" + {', '.join(heads)} in full" if heads else ""
+    return (f"LoRA r={config.r} alpha={config.lora_alpha:g} on {', '.join(sorted(config.target_modules))}{head}: "
+            f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+
+
+def merged(model: nn.Module) -> nn.Module:
+    """A plain transformers model with the adapters folded into the weights. A copy: the wrapped model keeps
+    training (or testing) unchanged after an export."""
+    return copy.deepcopy(model).merge_and_unload()
+
+
+def save_adapter(model: nn.Module, directory: str | Path) -> None:
+    """The adapter weights and config alone (+ the trained head): `PeftModel.from_pretrained(base, directory)`."""
+    model.save_pretrained(str(directory), safe_serialization=True)

@@ -1,0 +1,110 @@
+"""Knowledge distillation (`model=distill`): the loss, the teacher kept out of training state, a tiny run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from lightning_llm.data.tokenizers import train_tokenizer
+from lightning_llm.errors import UserError
+from lightning_llm.modules import DistillationModule
+from lightning_llm.modules.distillation import distillation_loss
+from lightning_llm.train import train
+
+STUDENT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+           "max_position_embeddings": 64}
+BUNDLED = Path(__file__).resolve().parents[1] / "lightning_llm" / "data" / "bundled"
+
+
+def _teacher(directory: Path, vocab_size: int, num_labels: int = 2, tokenizer=None) -> Path:
+    """A (random) BERT classifier saved like a classify run's hf_model: bigger than the student."""
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=vocab_size, hidden_size=48, num_hidden_layers=2,
+                                                     num_attention_heads=2, intermediate_size=96,
+                                                     max_position_embeddings=64, num_labels=num_labels))
+    model.save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_kd_term_equals_a_hand_computation() -> None:
+    student = torch.tensor([[1.0, -0.5, 0.2], [0.0, 2.0, -1.0]])
+    teacher = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    temperature = 2.0
+    expected = 0.0
+    for s_row, t_row in zip(student.tolist(), teacher.tolist()):
+        zs = sum(math.exp(v / temperature) for v in s_row)
+        zt = sum(math.exp(v / temperature) for v in t_row)
+        p_s = [math.exp(v / temperature) / zs for v in s_row]
+        p_t = [math.exp(v / temperature) / zt for v in t_row]
+        expected += sum(t * math.log(t / s) for t, s in zip(p_t, p_s))  # KL(teacher || student)
+    expected = expected / len(student) * temperature ** 2
+    assert distillation_loss(student, teacher, temperature).item() == pytest.approx(expected, rel=1e-6)
+    assert distillation_loss(teacher, teacher, temperature).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_teacher_gets_no_gradient_and_stays_out_of_the_checkpoint(tmp_path: Path) -> None:
+    teacher_dir = _teacher(tmp_path / "teacher", vocab_size=100)
+    module = DistillationModule(teacher_name_or_path=str(teacher_dir), vocab_size=100, alpha=0.3,
+                                special_token_ids={"pad_token_id": 0}, **STUDENT)
+    module.setup("fit")
+    module.train()  # what Lightning does at fit start: the teacher stays in eval mode
+    assert module.teacher is not None and not module.teacher.training
+    batch = {"input_ids": torch.randint(1, 100, (4, 10)), "attention_mask": torch.ones(4, 10, dtype=torch.long),
+             "labels": torch.tensor([0, 1, 1, 0])}
+    out = module.model(**batch)
+    loss = 0.3 * out.loss + 0.7 * distillation_loss(out.logits, module.teacher_logits(batch), 2.0)
+    loss.backward()
+    assert all(p.grad is None and not p.requires_grad for p in module.teacher.parameters())
+    assert all(p.grad is not None for p in module.model.parameters() if p.requires_grad)
+    teacher_ids = {id(p) for p in module.teacher.parameters()}
+    assert not teacher_ids & {id(p) for p in module.parameters()}  # hence in no optimizer group
+    assert not any(k.startswith("teacher") for k in module.state_dict())
+    assert sum(p.numel() for p in module.parameters()) < sum(p.numel() for p in module.teacher.parameters())
+
+
+def test_incompatible_teacher_fails_in_one_line(tmp_path: Path) -> None:
+    student = {"vocab_size": 100, "special_token_ids": {"pad_token_id": 0}, **STUDENT}
+    module = DistillationModule(teacher_name_or_path=str(_teacher(tmp_path / "t3", 100, num_labels=3)), **student)
+    with pytest.raises(UserError, match="model.teacher_name_or_path: the teacher has 3 labels, the student 2"):
+        module.setup("fit")
+    texts = ["a good film", "a bad film", "not good at all"] * 20
+    ours, theirs = (train_tokenizer(texts, "wordpiece", 60, tmp_path / "tok1"),
+                    train_tokenizer([t.upper() for t in texts], "wordpiece", 60, tmp_path / "tok2"))
+    module = DistillationModule(teacher_name_or_path=str(_teacher(tmp_path / "t", 100, tokenizer=theirs)), **student)
+    module._trainer = SimpleNamespace(datamodule=SimpleNamespace(tokenizer=ours))
+    with pytest.raises(UserError, match="model.tokenizer_name_or_path: the student's tokenizer is not the teacher's"):
+        module.setup("fit")
+    with pytest.raises(UserError, match="model.teacher_name_or_path: directory not found"):
+        DistillationModule(teacher_name_or_path=str(tmp_path / "nope"), **student).setup("fit")
+
+
+def test_tiny_distillation_run_trains_and_reports_both_models(compose_cfg, tmp_path: Path) -> None:
+    texts = [line.split(",")[0] for line in (BUNDLED / "reviews_train.csv").read_text().splitlines()[1:300]]
+    tokenizer = train_tokenizer(texts, "wordpiece", 300, tmp_path / "tok")
+    teacher_dir = _teacher(tmp_path / "teacher", len(tokenizer), tokenizer=tokenizer)
+    results = train(compose_cfg(["model=distill", f"model.teacher_name_or_path={teacher_dir}",
+                                 *[f"model.{k}={v}" for k, v in STUDENT.items()], "trainer.max_epochs=1",
+                                 "++trainer.limit_train_batches=6", "++trainer.limit_val_batches=2",
+                                 "++trainer.limit_test_batches=2", "trainer.log_every_n_steps=2",
+                                 "callbacks.rich_progress_bar=null", "data.max_length=32"]))
+    run = tmp_path / "run"
+    metrics = (run / "csv" / "metrics.csv").read_text()
+    assert "train/kd_loss" in metrics.splitlines()[0]
+    details = results["details"]["test"]
+    student_params = sum(p.numel() for p in
+                         BertForSequenceClassification.from_pretrained(run / "hf_model").parameters())
+    assert details["student_params"] == student_params < details["teacher_params"]
+    assert details["student_acc"] == pytest.approx(results["test"]["test/acc"])
+    assert details["student_examples_per_s"] > 0 and details["teacher_examples_per_s"] > 0
+    assert "test/teacher_acc" in results["test"]
+    checkpoint = torch.load(results["last_checkpoint"], map_location="cpu", weights_only=True)
+    assert not any("teacher" in k for k in checkpoint["state_dict"])
+    assert json.loads((run / "hf_model" / "config.json").read_text())["hidden_size"] == STUDENT["hidden_size"]
