@@ -85,6 +85,10 @@ class Seq2SeqDataModule(CachedTextDataModule):
     (`copy_*`) and of its first sentence (`lead_*`), scored exactly as the model's predictions are.
     """
 
+    # Split order kept: validation generates for its first `eval_generation_samples` examples, and
+    # predictions_<stage>.jsonl lists the examples in the data's order.
+    eval_length_column = None
+
     objectives = frozenset({"seq2seq"})
 
     def __init__(self, *, source_column: str = "source", target_column: str = "target",
