@@ -217,8 +217,12 @@ class CachedTextDataModule(pl.LightningDataModule):
     def _eval_sampler(self, dataset: Dataset) -> EvaluationSampler:
         """This rank's share of an evaluation split, longest rows first (see `EvaluationSampler`)."""
         shard = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
+        replicas = shard.get("num_replicas", 1)
+        if len(dataset) < replicas:  # a rank without a batch would wait forever for the others' metric states
+            raise UserError(f"data: {len(dataset)} evaluation rows for {replicas} processes: give a larger split "
+                            f"or fewer hardware.devices")
         return EvaluationSampler(dataset, lengths=row_lengths(dataset, self.eval_length_column),
-                                 num_replicas=shard.get("num_replicas", 1), rank=shard.get("rank", 0))
+                                 num_replicas=replicas, rank=shard.get("rank", 0))
 
     def _pin_memory(self) -> bool:
         """Page-locked batches copy to a GPU faster (and asynchronously); None means: when training on CUDA."""
