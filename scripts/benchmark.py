@@ -15,6 +15,9 @@ reports the median over round pairs of baseline time / our time (> 1: we are fas
       the same preparation served from the cache vs cold                                goal >= 10x
   B4  non-padding share of batches: packed CLM/MLM (goal >= 0.99); dynamic vs max-length padding (speed-up)
   B5  generation tokens/s vs transformers' generate (goal >= 0.95); KV cache on vs off
+  B6  the whole llm-train process vs a transformers Trainer script doing the same work (train, evaluate each
+      epoch, keep the best checkpoint, test it, save) at the MiniLM-L6 shape, A B A B in fresh processes; per-phase
+      and per-step ratios (goal >= 1.11, min 1.0). Not in `all`: ~8 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ def run(name: str, smoke: bool, rounds: int | None, overrides: list[str], profil
         sizes.overrides = tuple(overrides)
         sizes.profile_to = profile_to and profile_to / name
         return [getattr(training, name)(sizes, smoke=smoke)]
+    if name == "b6":
+        from bench import real_shape
+
+        return real_shape.b6(smoke=smoke, pairs=rounds, overrides=overrides)
     if name in ("b3", "b4"):
         from bench import data
 
@@ -74,11 +81,11 @@ def run(name: str, smoke: bool, rounds: int | None, overrides: list[str], profil
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="+", choices=[*BENCHMARKS, "all"], help="benchmarks to run")
+    parser.add_argument("which", nargs="+", choices=[*BENCHMARKS, "b6", "all"], help="benchmarks to run")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and one round (tests the code only)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per side (default per benchmark)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra llm-train override for our side of B1/B2 (repeatable), e.g. to bisect overheads")
+                        help="extra llm-train override for our side of B1/B2/B6 (repeatable), e.g. to bisect overheads")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="B1/B2: cProfile each side's timed rounds (CPU time of its thread) into "
                              "DIR/<b1|b2>-<side>.prof and print a per-step summary (ratios under profiling are "

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from lightning_llm.train import train
-from tests.conftest import TINY_BERT, TINY_GPT
+from tests.conftest import REPO, TINY_BERT, TINY_GPT
 
 # 20 optimizer steps of 32 samples, no dropout, no test/export (those add a second spawn and seconds).
 CLASSIFY = ["experiment=classify_demo", *TINY_BERT, "model.dropout=0.0", "model.learning_rate=3e-3",
@@ -70,6 +70,53 @@ def test_ddp_sim_classification_matches_one_process(compose_cfg, run_cli, tmp_pa
     # 20 global steps each: each rank took 20 batches of 16 from its own half of the data.
     steps = torch.load(run_dirs[0] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert steps == 20
+
+
+BUNDLED = REPO / "lightning_llm" / "data" / "bundled"
+
+
+def _odd_split(train: str, source: str, path: Path, rows: int = 399) -> list[str]:
+    """Data overrides: the bundled `train` file, and the first `rows` rows (plus a csv header) of a bundled file as
+    validation and test splits: an odd number, so 2 ranks get 200 and 199."""
+    lines = (BUNDLED / source).read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:rows + source.endswith(".csv")]))
+    return [f"data.train_file={BUNDLED / train}", f"data.validation_file={path}", f"data.test_file={path}"]
+
+
+def _assert_ddp_evaluation_matches_one_process(compose_cfg, run_cli, tmp_path: Path, overrides: list[str],
+                                               exact: list[str], close: list[str]) -> None:
+    """Train in one process, then `llm-eval` the best checkpoint under ddp_sim on the same 399-row test split.
+    Lightning's DistributedSampler would score 400 rows, one of them twice."""
+    cfg = compose_cfg([*overrides, "test=true"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "one")
+    results = train(cfg)
+    (tmp_path / "one" / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / "one" / ".hydra" / "config.yaml")  # as the CLI does: llm-eval reads the data config
+    proc = run_cli("lightning_llm.evaluate", f"ckpt_path={results['best_checkpoint']}", "hardware=ddp_sim",
+                   f"hydra.run.dir={tmp_path / 'eval'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["test"]
+    for name in exact:
+        assert ddp[name] == results["test"][name], name
+    for name in close:
+        assert ddp[name] == pytest.approx(results["test"][name], rel=1e-6, abs=0), name
+
+
+@pytest.mark.slow  # one training, one 2-process evaluation (~40 s)
+def test_ddp_sim_classification_evaluation_counts_each_row_once(compose_cfg, run_cli, tmp_path: Path) -> None:
+    data = _odd_split("reviews_train.csv", "reviews_validation.csv", tmp_path / "odd.csv")
+    _assert_ddp_evaluation_matches_one_process(compose_cfg, run_cli, tmp_path, [*CLASSIFY, *data],
+                                               exact=["test/acc", "test/f1"], close=["test/loss"])
+
+
+@pytest.mark.slow
+def test_ddp_sim_causal_lm_evaluation_counts_each_row_once(compose_cfg, run_cli, tmp_path: Path) -> None:
+    # One story per line: 399 rows of varying length (training lines: parity, not generalisation, is measured).
+    data = _odd_split("corpus_train.txt", "corpus_train.txt", tmp_path / "odd.txt")
+    overrides = [o for o in GPT if not o.startswith("+trainer.limit_val_batches")]
+    _assert_ddp_evaluation_matches_one_process(compose_cfg, run_cli, tmp_path, [*overrides, *data, "data.line_by_line=true"],
+                                               exact=["test/token_acc"], close=["test/ppl", "test/loss"])
 
 
 @pytest.mark.slow  # a 2-job sweep of 2-process jobs (~25 s)

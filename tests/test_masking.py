@@ -25,7 +25,7 @@ def _corpus(tokenizer=None, **kwargs) -> TextCorpusDataModule:
 
 @pytest.fixture(scope="module")
 def packed() -> TextCorpusDataModule:
-    return _corpus(block_size=128, batch_size=64)
+    return _corpus(block_size=128, batch_size=64, eval_batch_size=64)
 
 
 def _originals(batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,12 +1,14 @@
-"""A shuffling sampler whose order is a function of (seed, epoch, position): resumable at any batch."""
+"""Samplers: training order as a function of (seed, epoch, position), resumable at any batch; evaluation order
+with every example once over all ranks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Sequence, Sized
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import RandomSampler
+from torch.utils.data import DistributedSampler, RandomSampler
 
 
 class ResumableRandomSampler(RandomSampler):
@@ -42,3 +44,29 @@ class ResumableRandomSampler(RandomSampler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = int(state["epoch"])
         self._resume_at = (self.epoch, int(state["yielded"]))
+
+
+class EvaluationSampler(DistributedSampler):
+    """Evaluation order: each example exactly once over all ranks, longest first when lengths are given.
+
+    Lightning gives evaluation loaders a `DistributedSampler`, which repeats examples until every rank has as many,
+    so DDP accuracy/perplexity counted duplicates. Here the ranks take turns down the (length-sorted) order, so
+    one rank may have one example, and one batch, fewer: fine in evaluation, where DDP syncs buffers on the first
+    gradient-free forward only and torchmetrics sync their states once, at `compute`. Sorting puts rows of similar
+    length in a batch (little padding) and the longest first (memory runs out on the first batch, if at all); the
+    metrics are sums over examples, so the order does not change them.
+    A `DistributedSampler` subclass, so that Lightning leaves it in place; with one process it is simply the order.
+    """
+
+    def __init__(self, data_source: Sized, lengths: Sequence[int] | np.ndarray | None = None, num_replicas: int = 1,
+                 rank: int = 0) -> None:
+        super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=False)  # type: ignore[arg-type]
+        order = np.arange(len(data_source)) if lengths is None else np.argsort(-np.asarray(lengths), kind="stable")
+        self.indices = order[rank::num_replicas].tolist()
+        self.num_samples, self.total_size = len(self.indices), len(data_source)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return self.num_samples

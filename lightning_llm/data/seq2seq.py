@@ -86,6 +86,10 @@ class Seq2SeqDataModule(CachedTextDataModule):
     length limits (checked against the model's positions).
     """
 
+    # Split order kept: validation generates for its first `eval_generation_samples` examples, and
+    # predictions_<stage>.jsonl lists the examples in the data's order.
+    eval_length_column = None
+
     objectives = frozenset({"seq2seq"})
 
     def __init__(self, *, source_column: str = "source", target_column: str = "target",
