@@ -31,6 +31,8 @@ from lightning_llm.runtime.builders import tokenizer_dir
 from lightning_llm.runtime.checkpoints import load_module, run_dir_of
 from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
+from lightning_llm.runtime.model_paths import looks_local as _looks_local
+from lightning_llm.runtime.model_paths import run_checkpoint as _run_checkpoint
 
 _CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -90,25 +92,6 @@ def read_prompts(cfg: DictConfig) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- loading
-def _looks_local(name: str) -> bool:
-    """A path, not a hub id (`name` or `org/name`): it starts with . / ~, ends with .ckpt, has more than one slash,
-    or its first component is a directory here (`outputs/typo`). Such a path that does not exist is an error at
-    once, instead of ~35 s of hub retries."""
-    return name.startswith((".", "/", "~")) or name.endswith(".ckpt") or name.count("/") > 1 or \
-        ("/" in name and Path(name.split("/", 1)[0]).is_dir())
-
-
-def _run_checkpoint(run_dir: Path) -> Path | None:
-    """The best checkpoint of a run directory (results.json, else best-*.ckpt), else its last.ckpt."""
-    results = run_dir / "results.json"
-    if results.is_file():
-        best = json.loads(results.read_text()).get("best_checkpoint")
-        if best and Path(best).is_file():
-            return Path(best)
-    candidates = sorted((run_dir / "checkpoints").glob("best*.ckpt")) or sorted((run_dir / "checkpoints").glob("*.ckpt"))
-    return candidates[-1] if candidates else None
-
-
 def _from_checkpoint(path: Path) -> tuple[PreTrainedModel, Any]:
     module = load_module(path, key="model_path")
     require(getattr(module, "task", None) == "causal_lm",
