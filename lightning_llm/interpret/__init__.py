@@ -1,0 +1,1 @@
+"""Explanations of model predictions: Captum attributions and their HTML / PNG renderings."""
