@@ -235,6 +235,22 @@ class HFTaskModule(pl.LightningModule):
                                   num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_train_start(self) -> None:
+        """A resumed run gets the optimizer's and scheduler's learning rate back from the checkpoint, which would
+        silently ignore a changed `model.learning_rate` (the advice after a divergence is to resume with a lower
+        one). Rescale the restored schedule to the configured peak, keeping its position."""
+        target = float(self.hparams.learning_rate)
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            for index, group in enumerate(scheduler.optimizer.param_groups):
+                restored = float(scheduler.base_lrs[index])
+                if restored > 0 and restored != target:
+                    group["lr"] *= target / restored
+                    group["initial_lr"] = scheduler.base_lrs[index] = target
+                    if index == 0 and self.trainer.is_global_zero:
+                        print(f"model.learning_rate={target:g} (the checkpoint's schedule peaked at {restored:g}): "
+                              f"resumed schedule rescaled to it")
+
     # ----------------------------------------------------------------- checkpoints and export
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets `llm-eval`/`llm-generate` pick the module class from the checkpoint alone.
