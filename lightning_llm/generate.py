@@ -37,8 +37,6 @@ from lightning_llm.runtime.builders import tokenizer_dir
 from lightning_llm.runtime.checkpoints import load_module, looks_local, run_checkpoint, run_dir_of
 from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
-from lightning_llm.runtime.model_paths import looks_local as _looks_local
-from lightning_llm.runtime.model_paths import run_checkpoint as _run_checkpoint
 
 _CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 _TASKS = ("causal_lm", "seq2seq")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from transformers import (
 
 from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.errors import UserError, first_line, require
-from lightning_llm.runtime.checkpoints import load_module, run_dir_of
+from lightning_llm.runtime.checkpoints import load_module, looks_local, run_checkpoint, run_dir_of
 
 # Architecture name suffix (config.architectures) -> the Auto class that rebuilds it with its head.
 _AUTO_CLASSES: tuple[tuple[tuple[str, ...], Any], ...] = (
@@ -32,25 +31,6 @@ _AUTO_CLASSES: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("ForMaskedLM",), AutoModelForMaskedLM),
     (("ForConditionalGeneration",), AutoModelForSeq2SeqLM),
 )
-
-
-def looks_local(name: str) -> bool:
-    """A path, not a hub id (`name` or `org/name`): it starts with . / ~, ends with .ckpt, has more than one slash,
-    or its first component is a directory here (`outputs/typo`). Such a path that does not exist is an error at
-    once, instead of ~35 s of hub retries."""
-    return name.startswith((".", "/", "~")) or name.endswith(".ckpt") or name.count("/") > 1 or \
-        ("/" in name and Path(name.split("/", 1)[0]).is_dir())
-
-
-def run_checkpoint(run_dir: Path) -> Path | None:
-    """The best checkpoint of a run directory (results.json, else best-*.ckpt), else its last.ckpt."""
-    results = run_dir / "results.json"
-    if results.is_file():
-        best = json.loads(results.read_text()).get("best_checkpoint")
-        if best and Path(best).is_file():
-            return Path(best)
-    candidates = sorted((run_dir / "checkpoints").glob("best*.ckpt")) or sorted((run_dir / "checkpoints").glob("*.ckpt"))
-    return candidates[-1] if candidates else None
 
 
 def resolve_model_path(model_path: str, key: str = "model_path") -> tuple[str, str]:
