@@ -34,11 +34,9 @@ def _sentence(rng: random.Random, trigger: bool) -> str:
     return " ".join(words)
 
 
-@pytest.fixture(scope="module")
-def trigger_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny BERT trained (a few hundred steps, synthetic data) to say `positive` iff the text holds TRIGGER;
-    saved as an HF model dir with its tokenizer."""
-    tmp = tmp_path_factory.mktemp("trigger")
+def train_trigger_classifier(tmp: Path, steps: int = 200) -> tuple[Path, list[str]]:
+    """A tiny BERT trained (a few hundred steps, synthetic data) to say `positive` iff the text holds TRIGGER,
+    saved as an HF model dir with its tokenizer; also returns held-out texts (every other one has the trigger)."""
     rng = random.Random(0)
     texts = [_sentence(rng, i % 2 == 0) for i in range(512)]
     labels = torch.tensor([1 - i % 2 for i in range(512)])
@@ -51,7 +49,7 @@ def trigger_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for step in range(200):
+    for _ in range(steps):
         idx = torch.randint(0, len(texts), (32,))
         loss = model(input_ids=batch["input_ids"][idx], attention_mask=batch["attention_mask"][idx],
                      labels=labels[idx]).loss
@@ -67,7 +65,12 @@ def trigger_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert accuracy >= 0.95, f"the trigger classifier did not learn (held-out accuracy {accuracy})"
     model.save_pretrained(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
-    return tmp / "model"
+    return tmp / "model", held_out
+
+
+@pytest.fixture(scope="module")
+def trigger_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_trigger_classifier(tmp_path_factory.mktemp("trigger"))[0]
 
 
 @pytest.fixture(scope="module")
