@@ -85,3 +85,16 @@ def test_bad_settings_are_one_line_errors(compose_cfg, classifier_and_data, tmp_
     monkeypatch.setitem(sys.modules, "torchao", None)  # as if the compress extra were not installed
     with pytest.raises(UserError, match=r'backend=torchao needs the compress extra: pip install "lightning-llm\[compress\]"'):
         resolve_backend("torchao")
+
+
+@pytest.mark.slow
+def test_cli_prints_the_ratios_and_fails_in_one_line(run_cli, classifier_and_data, tmp_path: Path) -> None:
+    model_dir, data_dir = classifier_and_data
+    data = [f"data.{s}_file={data_dir / f'{s}.csv'}" for s in ("train", "validation", "test")]
+    proc = run_cli("lightning_llm.compress", f"model_path={model_dir}", "data=text_classification", *data,
+                   "latency_batches=2", "latency_rounds=2", f"output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 0, proc.stderr
+    assert "weights on disk (MB)" in proc.stdout and "predictions agree on" in proc.stdout
+    assert "Failed to load" not in proc.stdout + proc.stderr  # torchao's import noise is filtered
+    proc = run_cli("lightning_llm.compress", f"model_path={model_dir}", "method=int4")
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: method must be one of dynamic_int8, got 'int4'"
