@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, BertConfig, GPT2Config
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertTokenizerFast,
+    GPT2Config,
+)
 
 from lightning_llm.data.sources import BUNDLED_DIR
 from lightning_llm.data.tokenizers import train_tokenizer
@@ -34,11 +40,9 @@ def _sentence(rng: random.Random, trigger: bool) -> str:
     return " ".join(words)
 
 
-@pytest.fixture(scope="module")
-def trigger_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny BERT trained (a few hundred steps, synthetic data) to say `positive` iff the text holds TRIGGER;
-    saved as an HF model dir with its tokenizer."""
-    tmp = tmp_path_factory.mktemp("trigger")
+def train_trigger_classifier(tmp: Path, steps: int = 200) -> tuple[Path, list[str]]:
+    """A tiny BERT trained (a few hundred steps, synthetic data) to say `positive` iff the text holds TRIGGER,
+    saved as an HF model dir with its tokenizer; also returns held-out texts (every other one has the trigger)."""
     rng = random.Random(0)
     texts = [_sentence(rng, i % 2 == 0) for i in range(512)]
     labels = torch.tensor([1 - i % 2 for i in range(512)])
@@ -51,7 +55,7 @@ def trigger_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for step in range(200):
+    for _ in range(steps):
         idx = torch.randint(0, len(texts), (32,))
         loss = model(input_ids=batch["input_ids"][idx], attention_mask=batch["attention_mask"][idx],
                      labels=labels[idx]).loss
@@ -67,7 +71,12 @@ def trigger_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert accuracy >= 0.95, f"the trigger classifier did not learn (held-out accuracy {accuracy})"
     model.save_pretrained(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
-    return tmp / "model"
+    return tmp / "model", held_out
+
+
+@pytest.fixture(scope="module")
+def trigger_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_trigger_classifier(tmp_path_factory.mktemp("trigger"))[0]
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +98,13 @@ def test_classifier_completeness_within_delta(trigger_classifier: Path, trained:
     here independently of llm-explain; special tokens stay in the baseline and get exactly zero. On a smooth
     (random, wide-init) model the delta shrinks with n_steps to ~0; the trained model is saturated (its
     probability jumps within ~5% of the path, so no step count is safe), there the identity must still hold."""
-    _, tokenizer = load_hf_model(str(trigger_classifier))
     if trained:
-        model = load_hf_model(str(trigger_classifier))[0]
-    else:
-        torch.manual_seed(0)
+        model, tokenizer = load_hf_model(str(trigger_classifier))
+    else:  # a fixed vocabulary (the trained WordPiece's merges vary run to run); "zebra" splits into sub-words
+        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FILLERS, "zeb", "##ra"]
+        tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})
+        assert tokenizer.tokenize("zebra") == ["zeb", "##ra"]
+        torch.manual_seed(1)  # a draw whose probability moves (|p(x) - p(baseline)| = 0.19)
         config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                             intermediate_size=64, max_position_embeddings=32, num_labels=2, initializer_range=0.5)
         model = AutoModelForSequenceClassification.from_config(config).eval()
@@ -110,11 +121,13 @@ def test_classifier_completeness_within_delta(trigger_classifier: Path, trained:
             with torch.no_grad():
                 fx = model(input_ids=enc["input_ids"]).logits.softmax(-1)[0, target].item()
                 fb = model(input_ids=base).logits.softmax(-1)[0, target].item()
-            assert abs(fx - fb) > 0.2  # the test means something: the text moves the probability
+            assert abs(fx - fb) > 0.1  # the test means something: the text moves the probability
             assert abs(sum(record["scores"]) - (fx - fb)) <= abs(record["delta"]) + 1e-5
             assert record["scores"][0] == 0 and record["scores"][-1] == 0  # [CLS], [SEP]
             assert sum(record["word_scores"]) == pytest.approx(sum(record["scores"]), abs=1e-6)
             deltas.append(abs(record["delta"]))
+            if not trained:
+                assert record["words"][3] == TRIGGER and len(record["words"]) == len(record["tokens"]) - 3
         if not trained:
             assert deltas[1] < 1e-4 * abs(fx - fb) and deltas[1] < deltas[0]
 

@@ -45,14 +45,6 @@ LIGHTNING_INFO_DROPPED: tuple[str, ...] = (
 # the default value explained; the `=1` variants (one batch) stay.
 _DEFAULT_EXPLAINED = re.compile(r"`Trainer\(\w+=1\.0\)` was configured so ")
 _SEED_SET = re.compile(r"(\[rank: \d+\] )?Seed set to ")
-# torchao (the compress extra) is imported by transformers whenever installed, in every run. Its PyPI wheel ships
-# CUDA kernels that fail to load on CPU-only torch and it warns that Triton is missing (neither is used on CPU),
-# and torch warns that torchao registers its enums with pytree. (logger, message regex) each.
-TORCHAO_IMPORT_NOISE: tuple[tuple[str, str], ...] = (
-    ("torchao", r"Failed to load .*\.so: Could not load this library"),
-    ("torchao.kernel.intmm", r"Warning: Detected no triton"),
-    ("torch.utils._pytree", r".* is an Enum subclass and is now natively supported by torch\.compile"),
-)
 
 
 class _DropMessages(logging.Filter):
@@ -67,7 +59,6 @@ class _DropMessages(logging.Filter):
 
 _LIGHTNING_FILTER = _DropMessages(LIGHTNING_INFO_DROPPED, (_DEFAULT_EXPLAINED,))
 _SEED_FILTER = _DropMessages((), (_SEED_SET,))
-_torchao_filters: dict[str, _DropMessages] = {}
 
 
 def quiet_known_noise() -> None:
@@ -77,8 +68,6 @@ def quiet_known_noise() -> None:
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_LIGHTNING_FILTER)
     logging.getLogger("lightning_fabric.utilities.seed").addFilter(_SEED_FILTER)
-    for name, pattern in TORCHAO_IMPORT_NOISE:
-        logging.getLogger(name).addFilter(_torchao_filters.setdefault(name, _DropMessages((), (re.compile(pattern),))))
 
 
 @contextmanager

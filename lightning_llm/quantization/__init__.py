@@ -1,0 +1,1 @@
+"""Model compression for inference: int8 quantization."""
