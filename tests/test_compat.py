@@ -226,3 +226,17 @@ def test_failed_job_error_is_the_jobs_exception_without_printing(capsys: pytest.
     done = JobReturn()
     done.return_value, done.status = 0.5, JobStatus.COMPLETED
     assert compat.failed_job_error(done) is None
+
+
+# ------------------------------------------------------------------------------------------------------ Optuna
+def test_reopened_trial_reports_to_the_trial_another_process_asked_for(tmp_path: Path) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    asked = optuna.create_study(study_name="s", storage=storage).ask()
+    elsewhere = optuna.load_study(study_name="s", storage=storage)
+    reopened = compat.reopen_trial(elsewhere, compat.trial_id(asked))
+    assert reopened.number == asked.number
+    reopened.report(0.25, step=3)
+    assert optuna.load_study(study_name="s", storage=storage).trials[0].intermediate_values == {3: 0.25}
+    assert compat.trial_id(elsewhere.trials[0]) == compat.trial_id(asked)
