@@ -183,3 +183,19 @@ def hydra_args(argv: list[str]) -> Any:
     from hydra._internal.utils import get_args_parser
 
     return get_args_parser().parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------------ Optuna
+def trial_id(trial: Any) -> int:
+    """The storage id of a `Trial` or `FrozenTrial` (`_trial_id`). Optuna exposes only `number`, which is per
+    study; the storage API (`record_heartbeat`, re-opening a trial in another process) takes the id."""
+    return int(trial._trial_id)
+
+
+def reopen_trial(study: Any, trial_id: int) -> Any:
+    """A running trial of `study` as an `optuna.trial.Trial`, in a process other than the one that asked for it
+    (the sweeper asks; the training job reports and prunes). Optuna documents `Trial(study, trial_id)` as built
+    by the study only; its own distributed recipe has each worker ask, which would let jobs pick the trials."""
+    import optuna
+
+    return optuna.trial.Trial(study, trial_id)

@@ -74,9 +74,10 @@ def sweep_direction(sweep_dir: Path, metric: str) -> str:
 
 
 def rank(rows: list[Row], direction: str) -> list[Row]:
-    """Best first; completed jobs without the metric next; failed jobs last (in job order)."""
+    """Best first; completed jobs without the metric next; pruned (Optuna) then failed jobs last (in job order)."""
     sign = -1.0 if direction == "maximize" else 1.0
-    return sorted(rows, key=lambda r: (r.job.status != "completed", r.value is None,
+    order = {"completed": 0, "pruned": 1}
+    return sorted(rows, key=lambda r: (order.get(r.job.status, 2), r.value is None,
                                        sign * r.value if r.value is not None else 0.0))
 
 
@@ -228,11 +229,12 @@ def write_report(*sweep_dirs: str | Path, metric: str | None = None, direction: 
     write_csv(out / "report.csv", header, body)
     plots = plot_metric_vs_params(rows, metric, keys, out)
     curves = plot_learning_curves(rows, metric, out, top)
-    failed = [r for r in rows if r.job.status != "completed"]
+    failed = [r for r in rows if r.job.status not in ("completed", "pruned")]
+    pruned = [r for r in rows if r.job.status == "pruned"]
     best = rows[0] if rows[0].value is not None else None
     lines = [f"# Sweep report: {', '.join(d.name for d in dirs)}", "",
              *(f"- sweep: `{d}`" for d in dirs),
-             f"- {len(rows)} jobs, {len(failed)} failed; ranked by `{metric}` ({direction})"]
+             f"- {len(rows)} jobs, {len(pruned)} pruned, {len(failed)} failed; ranked by `{metric}` ({direction})"]
     if best:
         overrides = " ".join(f"{k}={v}" for k, v in best.params.items()) or "(no swept overrides)"
         lines.append(f"- best: job {best.label}, `{metric}` = {_fmt(best.value)}: `{overrides}`")
@@ -243,7 +245,7 @@ def write_report(*sweep_dirs: str | Path, metric: str | None = None, direction: 
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     summary = f"best job {best.label}: {metric}={_fmt(best.value)}" if best else "no completed job"
-    print(f"report: {len(rows)} jobs, {len(failed)} failed, {summary} -> {report} (+ report.csv, "
+    print(f"report: {len(rows)} jobs, {f'{len(pruned)} pruned, ' if pruned else ''}{len(failed)} failed, {summary} -> {report} (+ report.csv, "
           f"{len(plots) + bool(curves)} plots)")
     return report
 

@@ -22,6 +22,7 @@ from lightning_llm.runtime.results import (
     write_results,
 )
 from lightning_llm.tracking.loggers import finish_loggers, log_config
+from lightning_llm.tracking.trials import mark_pruned, pruned_at_step
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -50,13 +51,16 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     val_metrics = collect_metrics(trainer, "val/")
     best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     test_metrics = {}
-    if cfg.test:
+    pruned_at = pruned_at_step(cfg)  # an Optuna trial its pruner stopped: not tested, not exported
+    if cfg.test and pruned_at is None:
         # ckpt_path="best" also loads the best weights into `model`, so the export below is the best model.
         trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None, weights_only=True)
         test_metrics = collect_metrics(trainer, "test/")
-    hf_dir = export_model(trainer, model, tokenizer, out) if cfg.export else None
+    hf_dir = export_model(trainer, model, tokenizer, out) if cfg.export and pruned_at is None else None
     results = write_results(cfg, trainer, val_metrics=val_metrics, test_metrics=test_metrics, best_ckpt=best_ckpt,
                             hf_dir=hf_dir, details=model.stage_details)
+    if pruned_at is not None:
+        results = mark_pruned(cfg, results, pruned_at)
     finish_loggers(loggers, OmegaConf.to_container(cfg, resolve=True), results)
     return results
 

@@ -244,3 +244,17 @@ def test_carry_from_spawned_workers_sends_module_attributes_back() -> None:
     launcher.update_main_process_results(trainer, pickle.loads(pickle.dumps(extra)))
     assert main.stage_details == {"test": {"examples": 3}}
     assert not compat.carry_from_spawned_workers(pl.Trainer(accelerator="cpu", devices=1, logger=False), ("x",))
+
+
+# ------------------------------------------------------------------------------------------------------ Optuna
+def test_reopened_trial_reports_to_the_trial_another_process_asked_for(tmp_path: Path) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    asked = optuna.create_study(study_name="s", storage=storage).ask()
+    elsewhere = optuna.load_study(study_name="s", storage=storage)
+    reopened = compat.reopen_trial(elsewhere, compat.trial_id(asked))
+    assert reopened.number == asked.number
+    reopened.report(0.25, step=3)
+    assert optuna.load_study(study_name="s", storage=storage).trials[0].intermediate_values == {3: 0.25}
+    assert compat.trial_id(elsewhere.trials[0]) == compat.trial_id(asked)

@@ -4,6 +4,7 @@ fault tolerance (a crashing job is recorded, the others finish, non-zero exit wi
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from hydra_plugins.lightning_llm_optuna.search_space import (
     parse_search_space,
 )
 from hydra_plugins.lightning_llm_optuna.sweeper import OptunaSweeper, resolve_direction
+from lightning_llm import compat
 from lightning_llm.errors import error_line
 from lightning_llm.report import write_report
 from lightning_llm.tracking.jobs import swept_overrides
@@ -132,11 +134,19 @@ def test_trial_left_running_by_a_killed_sweep_is_run_again(tmp_path: Path) -> No
     storage = f"sqlite:///{tmp_path}/study.db"
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     killed = study.ask({"x": FloatDistribution(0, 1)})  # the sweep died while this trial trained
+    live = study.ask({"x": FloatDistribution(0, 1)})  # another sweep is training this one right now
+    rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=30)
+    for trial in (killed, live):
+        rdb.record_heartbeat(compat.trial_id(trial))
+    with sqlite3.connect(tmp_path / "study.db") as db:  # the killed sweep's last heartbeat was 10 minutes ago
+        db.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-600 seconds') WHERE trial_id = ?",
+                   (compat.trial_id(killed),))
     launcher = run_fake_sweep(tmp_path, {"x": "interval(0, 1)"}, 1, lambda p: 0.5,
                               "optuna.samplers.RandomSampler", storage)
     assert float(launcher.launched[0]["x"]) == pytest.approx(killed.params["x"])
     trials = optuna.load_study(study_name="s", storage=storage).trials
-    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert [t.state.name for t in trials] == ["FAIL", "RUNNING", "COMPLETE"]
+    assert trials[2].user_attrs["retry_of"] == killed.number
 
 
 def tensorboard_hparams(log_dir: Path) -> tuple[dict[str, Any], set[str]]:

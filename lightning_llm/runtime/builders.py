@@ -10,6 +10,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm import compat
+from lightning_llm.callbacks.optuna_pruning import OptunaPruning
 from lightning_llm.config.targets import (
     allowed_targets,
     check_targets,
@@ -20,6 +21,8 @@ from lightning_llm.data.tokenizers import load_tokenizer, train_tokenizer
 from lightning_llm.errors import UserError
 from lightning_llm.runtime.hardware import check_hardware, enable_gpu_fast_paths
 from lightning_llm.runtime.hardware import trainer_kwargs as trainer_hardware_kwargs
+from lightning_llm.runtime.job_resources import apply_thread_budget
+from lightning_llm.tracking.trials import TrialLink
 
 # Keys of `model` consumed here (tokenizer resolution) or filled in from the data, not passed through as-is.
 _DERIVED_MODEL_KEYS = ("vocab_size", "special_token_ids", "num_labels", "label_names")
@@ -109,6 +112,7 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any]) -> 
     hardware = trainer_hardware_kwargs(cfg.hardware)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else {}
     enable_gpu_fast_paths(cfg.hardware)
+    apply_thread_budget()  # a parallel sweep's share of the CPU
     if not loggers:  # the LR monitor refuses to run without a logger; it has nothing to write to anyway
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer = pl.Trainer(**trainer_kwargs, **hardware, logger=loggers or False, callbacks=callbacks,
@@ -120,7 +124,13 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any]) -> 
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    return instantiate_collection(cfg.get("callbacks"), "callbacks", allowed_targets(cfg))
+    """The configured callbacks, plus Optuna reporting/pruning when this job runs a trial of our sweeper (not a
+    config entry: `callbacks=none` must not silently turn a sweep's pruning off)."""
+    callbacks = instantiate_collection(cfg.get("callbacks"), "callbacks", allowed_targets(cfg))
+    link = TrialLink.from_env()
+    if link is not None and cfg.get("train", True):
+        callbacks.append(OptunaPruning(link, str(cfg.monitor.metric), str(cfg.monitor.mode)))
+    return callbacks
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:

@@ -48,9 +48,11 @@ class SweepSummary(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         jobs = sweep_jobs(sweep_dir)
         # Jobs without results.json are not judged: entry points other than llm-train write other files.
-        failed = [j for j in jobs if j.results is not None and j.status != "completed"]
+        # A trial stopped by the Optuna pruner is an outcome of the search, not a failure.
+        failed = [j for j in jobs if j.results is not None and j.status not in ("completed", "pruned")]
+        pruned = sum(j.status == "pruned" for j in jobs)
         if not failed:
-            print(f"sweep: {len(jobs)} jobs completed -> {sweep_dir}")
+            print(f"sweep: {len(jobs)} jobs completed{f' ({pruned} pruned)' if pruned else ''} -> {sweep_dir}")
             return
         first = failed[0]
         print(f"sweep: {len(failed)} of {len(jobs)} jobs failed (job {first.dir.name}, {first.status}: "
