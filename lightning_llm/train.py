@@ -15,6 +15,7 @@ from lightning_llm.runtime import builders
 from lightning_llm.runtime.cli import launch, print_config, run_or_exit
 from lightning_llm.runtime.hardware import share_run_dir
 from lightning_llm.runtime.results import (
+    checkpoint_val_metrics,
     collect_metrics,
     export_model,
     mark_running,
@@ -47,16 +48,17 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.train:
         mark_running(cfg)
         trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
-    val_metrics = collect_metrics(trainer, "val/")
+    val_last = collect_metrics(trainer, "val/")
     best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    val_metrics = checkpoint_val_metrics(best_ckpt) or val_last  # the best checkpoint's, beside its test metrics
     test_metrics = {}
     if cfg.test:
         # ckpt_path="best" also loads the best weights into `model`, so the export below is the best model.
         trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None, weights_only=True)
         test_metrics = collect_metrics(trainer, "test/")
     hf_dir = export_model(trainer, model, tokenizer, out) if cfg.export else None
-    results = write_results(cfg, trainer, val_metrics=val_metrics, test_metrics=test_metrics, best_ckpt=best_ckpt,
-                            hf_dir=hf_dir, details=model.stage_details)
+    results = write_results(cfg, trainer, val_metrics=val_metrics, val_last=val_last, test_metrics=test_metrics,
+                            best_ckpt=best_ckpt, hf_dir=hf_dir, details=model.stage_details)
     finish_loggers(loggers, OmegaConf.to_container(cfg, resolve=True), results)
     return results
 
