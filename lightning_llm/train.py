@@ -15,6 +15,7 @@ from lightning_llm.runtime import builders
 from lightning_llm.runtime.cli import launch, print_config, run_or_exit
 from lightning_llm.runtime.hardware import share_run_dir
 from lightning_llm.runtime.results import (
+    checkpoint_val_metrics,
     collect_metrics,
     export_model,
     mark_running,
@@ -48,8 +49,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.train:
         mark_running(cfg)
         trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
-    val_metrics = collect_metrics(trainer, "val/")
+    val_last = collect_metrics(trainer, "val/")
     best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    val_metrics = checkpoint_val_metrics(best_ckpt) or val_last  # the best checkpoint's, beside its test metrics
     test_metrics = {}
     pruned_at = pruned_at_step(cfg)  # an Optuna trial its pruner stopped: not tested, not exported
     if cfg.test and pruned_at is None:
@@ -57,8 +59,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None, weights_only=True)
         test_metrics = collect_metrics(trainer, "test/")
     hf_dir = export_model(trainer, model, tokenizer, out) if cfg.export and pruned_at is None else None
-    results = write_results(cfg, trainer, val_metrics=val_metrics, test_metrics=test_metrics, best_ckpt=best_ckpt,
-                            hf_dir=hf_dir, details=model.stage_details)
+    results = write_results(cfg, trainer, val_metrics=val_metrics, val_last=val_last, test_metrics=test_metrics,
+                            best_ckpt=best_ckpt, hf_dir=hf_dir, details=model.stage_details)
     if pruned_at is not None:
         results = mark_pruned(cfg, results, pruned_at)
     finish_loggers(loggers, OmegaConf.to_container(cfg, resolve=True), results)

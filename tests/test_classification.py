@@ -40,6 +40,27 @@ def test_tiny_model_learns(compose_cfg, tmp_path: Path) -> None:
     assert results["optimized_metric"] == {"name": "val/acc_best", "value": results["val"]["val/acc_best"]}
 
 
+def test_results_val_is_the_best_checkpoints_and_val_last_the_last_validation(compose_cfg, tmp_path: Path) -> None:
+    """A monitor preferring an early validation (the highest val/loss): results.json `val` holds that
+    validation's metrics (the weights `test` scores), `val_last` the last validation's, and the optimized
+    val/acc_best stays the best over all validations."""
+    cfg = compose_cfg([*TINY_BERT, "trainer.max_epochs=3", "++trainer.limit_train_batches=5",
+                       "++trainer.limit_val_batches=3", "++trainer.limit_test_batches=1", "data.batch_size=8",
+                       "monitor.metric=val/loss", "monitor.mode=max", "callbacks.early_stopping=null", "export=false"])
+    results = train(cfg)
+    rows = [r for r in csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")) if r.get("val/loss")]
+    assert len(rows) == 3
+    best = max(rows, key=lambda r: float(r["val/loss"]))
+    assert best is not rows[-1] and f"epoch{int(best['epoch']):02d}" in results["best_checkpoint"]
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    for key in ("val/loss", "val/acc", "val/f1"):
+        assert saved["val"][key] == pytest.approx(float(best[key]), rel=1e-6), key
+        assert saved["val_last"][key] == pytest.approx(float(rows[-1][key]), rel=1e-6), key
+    assert saved["val"]["val/loss"] != saved["val_last"]["val/loss"]
+    assert saved["optimized_metric"] == {"name": "val/acc_best",
+                                         "value": pytest.approx(max(float(r["val/acc"]) for r in rows), rel=1e-6)}
+
+
 def _write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("sentence", "sentiment")) -> str:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)

@@ -55,13 +55,19 @@ def test_every_hardware_option_sets_the_five_keys(compose_cfg, option: str) -> N
     ({"precision": "fp8"}, "hardware.precision='fp8' is not a Lightning precision"),
     ({"precision": "16-mixed"}, "fp16 needs a GPU"),
     ({"strategy": "dpp"}, "hardware.strategy='dpp' is not a Lightning strategy"),
-    ({"devices": 64}, "this machine has"),
     ({"devices": "0,1"}, "on CPU give a number"),
     ({"num_nodes": 0}, "hardware.num_nodes=0"),
 ])
 def test_bad_hardware_is_one_clear_error(values: dict, message: str) -> None:
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         hardware.check_hardware(_hw(**values), multirun=False)
+
+
+def test_more_cpu_processes_than_cores_is_refused_whatever_the_machine(monkeypatch) -> None:
+    monkeypatch.setattr(hardware, "_cpu_count", lambda: 4)  # not this machine's count: the same on any machine
+    hardware.check_hardware(_hw(devices=4), multirun=False)
+    with pytest.raises(UserError, match="hardware.devices=5: on CPU each device is one process and this machine has"):
+        hardware.check_hardware(_hw(devices=5), multirun=False)
 
 
 @no_cuda

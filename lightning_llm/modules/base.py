@@ -25,6 +25,9 @@ _SIZE_ALIASES = {"gpt2": {"intermediate_size": "n_inner"}}
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight",
              "norm.weight")
 _BEST_KEY = "lightning_llm_best"  # checkpoint entry: best-so-far values, so a resumed run keeps them
+# Checkpoint entry: the `val/*` metrics of the validation the checkpoint was saved after (results.json `val` is
+# the best checkpoint's).
+VAL_METRICS_KEY = "lightning_llm_val_metrics"
 
 
 class HFTaskModule(pl.LightningModule):
@@ -256,6 +259,8 @@ class HFTaskModule(pl.LightningModule):
         # Lets `llm-eval`/`llm-generate` pick the module class from the checkpoint alone.
         checkpoint["lightning_llm_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
         checkpoint[_BEST_KEY] = dict(self.best)
+        checkpoint[VAL_METRICS_KEY] = {name: float(value) for name, value in self.trainer.callback_metrics.items()
+                                       if name.startswith("val/")}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best = {str(k): float(v) for k, v in checkpoint.get(_BEST_KEY, {}).items()}

@@ -16,6 +16,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_llm.errors import TrainingDivergedError
+from lightning_llm.modules.base import VAL_METRICS_KEY
 from lightning_llm.runtime.console import hf_progress_bars_off
 from lightning_llm.utils.io import write_dir_atomic, write_json_atomic
 
@@ -25,6 +26,27 @@ PREEMPTED_EXIT_CODE = 143
 
 def collect_metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+def checkpoint_val_metrics(ckpt_path: str | None) -> dict[str, float] | None:
+    """The `val/*` metrics a checkpoint was saved with (None: no checkpoint, or one written before they were
+    kept); `mmap` keeps this cheap: tensors are not read."""
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return None
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    metrics = checkpoint.get(VAL_METRICS_KEY)
+    return {str(k): float(v) for k, v in metrics.items()} if metrics else None
+
+
+def optimized_value(name: str | None, *, val: dict[str, float], val_last: dict[str, float],
+                    test: dict[str, float]) -> float | None:
+    """What a sweep compares: a best-so-far metric (`<metric>_best`) as the run ends, which covers every
+    validation; any other metric at the best checkpoint (the model that is tested and exported), e.g. token
+    classification's `val/f1` is the monitored best, not the last epoch's. Non-finite values are None."""
+    if not name:
+        return None
+    value = val_last.get(name) if name.endswith("_best") and name in val_last else {**val, **test}.get(name)
+    return value if value is not None and math.isfinite(value) else None
 
 
 def export_model(trainer: pl.Trainer, model: Any, tokenizer: Any, run_dir: Path) -> Path | None:
@@ -39,17 +61,19 @@ def export_model(trainer: pl.Trainer, model: Any, tokenizer: Any, run_dir: Path)
 
 
 def write_results(cfg: DictConfig, trainer: pl.Trainer, *, val_metrics: dict[str, float],
-                  test_metrics: dict[str, float], best_ckpt: str, hf_dir: Path | None,
+                  val_last: dict[str, float], test_metrics: dict[str, float], best_ckpt: str, hf_dir: Path | None,
                   details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """results.json: `val` holds the validation metrics of the best checkpoint (the weights `test` scores and
+    `hf_model` holds), `val_last` those of the last validation."""
     run_dir = Path(cfg.paths.output_dir)
     name = cfg.get("optimized_metric")
-    all_metrics = {**val_metrics, **test_metrics}
-    value = all_metrics.get(name) if name else None
     results = {
         "status": "completed",
         "task_name": cfg.task_name,
-        "optimized_metric": {"name": name, "value": value if value is None or math.isfinite(value) else None},
+        "optimized_metric": {"name": name, "value": optimized_value(name, val=val_metrics, val_last=val_last,
+                                                                    test=test_metrics)},
         "val": val_metrics,
+        "val_last": val_last,
         "test": test_metrics,
         "best_checkpoint": best_ckpt or None,
         "last_checkpoint": _last_checkpoint(run_dir),
