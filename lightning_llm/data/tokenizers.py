@@ -68,18 +68,40 @@ def _batches(texts: list[str], size: int = 1000) -> Iterator[list[str]]:
 
 def _train_wordpiece(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(_batches(texts), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False),
-                            length=len(texts))
+    tok = _wordpiece_tokenizer(models.WordPiece(unk_token="[UNK]"))
+    # `tokenizers` 0.23 numbers the "##c" pieces in hash-map order of the words (a new order every process) and
+    # breaks ties between equally frequent merges by those numbers, so the same corpus gave a different vocabulary
+    # each run (huggingface/tokenizers#1794). Declaring every "##c" up front, sorted, fixes their numbers; they
+    # are then ordinary vocabulary entries of the rebuilt tokenizer, not special tokens.
+    continuing = sorted(f"##{c}" for c in _non_initial_chars(tok, texts))
+    tok.train_from_iterator(_batches(texts), trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=specials + continuing, show_progress=False), length=len(texts))
+    tok = _wordpiece_tokenizer(models.WordPiece(vocab=tok.get_vocab(), unk_token="[UNK]"))
+    tok.add_special_tokens(specials)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]",
                                    model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def _wordpiece_tokenizer(model: models.WordPiece) -> Tokenizer:
+    tok = Tokenizer(model)
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    return tok
+
+
+def _non_initial_chars(tok: Tokenizer, texts: list[str]) -> set[str]:
+    """The characters that occur inside a word (after `tok`'s normalizer and pre-tokenizer, as the trainer sees
+    them): those the WordPiece trainer makes a "##c" piece for."""
+    chars: set[str] = set()
+    for text in texts:
+        for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)):
+            chars.update(word[1:])
+    return chars
 
 
 def _train_bpe(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
