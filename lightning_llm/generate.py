@@ -197,7 +197,7 @@ def generate(cfg: DictConfig) -> list[dict[str, Any]]:
     config = generation_config(model, cfg, tokenizer.pad_token_id)
     prompt_ids = fit_prompts(model, [tokenizer(p)["input_ids"] for p in prompts], config.max_new_tokens)
     seq2seq = bool(model.config.is_encoder_decoder)
-    stream = len(prompts) == 1 and cfg.num_return_sequences == 1 and config.num_beams == 1
+    stream = len(prompts) == 1 and cfg.num_return_sequences == 1 and (config.num_beams or 1) == 1
     streamer = TextStreamer(tokenizer, skip_special_tokens=True) if stream else None
     set_seed(cfg.seed)
     new_ids = generate_ids(model, prompt_ids, config, cfg.batch_size, streamer)
