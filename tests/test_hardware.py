@@ -263,3 +263,35 @@ def test_gpu_check_script_on_gpu(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     assert figures["tokens_per_sec"] > 0 and figures["peak_memory_gib"] > 0
     assert 120e6 < figures["params"] < 130e6
+
+
+def test_bf16_mixed_with_clipping_keeps_fused_adamw_and_clips(compose_cfg) -> None:
+    """bf16-mixed has no gradient scaler, so fused AdamW stays on with norm clipping (Lightning's mixed-precision
+    plugin would refuse the pair: the base module clips itself); the norm after clipping is the clip value. The
+    decay groups are those of the parameters' shapes at construction (FSDP later flattens them)."""
+    from pytorch_lightning import Callback
+
+    from lightning_llm.runtime import builders
+
+    norms: list[float] = []
+
+    class GradNorm(Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:  # gradients of the step just taken
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack([g.float().norm() for g in grads]))))
+
+    cfg = compose_cfg(["experiment=gpt_demo", *TINY_GPT, "hardware=cpu", "hardware.precision=bf16-mixed",
+                       "trainer.gradient_clip_val=1e-3", "trainer.max_steps=2", "logger=none", "callbacks=none",
+                       "+trainer.limit_val_batches=0"])
+    datamodule = builders.build_datamodule(cfg)
+    datamodule.tokenizer = builders.build_tokenizer(cfg, datamodule)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = builders.build_model(cfg, datamodule.tokenizer, datamodule)
+    trainer = builders.build_trainer(cfg, [], [GradNorm()])
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.precision == "bf16-mixed" and trainer.global_step == 2
+    assert trainer.optimizers[0].defaults["fused"] is True
+    assert norms and all(n == pytest.approx(1e-3, rel=1e-2) for n in norms)
+    decay, no_decay = (group["params"] for group in trainer.optimizers[0].param_groups)
+    assert all(p.ndim >= 2 for p in decay) and all(p.ndim < 2 for p in no_decay) and decay and no_decay

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import FSDPStrategy
 from torch import nn
 from torchmetrics import Metric
 from transformers import get_scheduler
@@ -24,6 +25,16 @@ from lightning_llm.utils.io import write_text_atomic
 _SIZE_ALIASES = {"gpt2": {"intermediate_size": "n_inner"}}
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight",
              "norm.weight")
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def _unwrapped(name: str) -> str:
+    """A parameter's name without the segments FSDP, activation checkpointing and torch.compile insert."""
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
 _BEST_KEY = "lightning_llm_best"  # checkpoint entry: best-so-far values, so a resumed run keeps them
 # Checkpoint entry: the `val/*` metrics of the validation the checkpoint was saved after (results.json `val` is
 # the best checkpoint's).
@@ -102,6 +113,9 @@ class HFTaskModule(pl.LightningModule):
             if gradient_checkpointing:  # frozen embeddings: checkpointed blocks need inputs that require grad
                 self.model.enable_input_require_grads()
             self.model = adapters.wrap(self.model, peft, self.auto_class)
+        # Which parameters decay is decided on the shapes seen here: FSDP (use_orig_params) later exposes sharded
+        # parameters as 1-D views, which `ndim < 2` would put in the no-decay group.
+        self._param_ndim = {name: p.ndim for name, p in self.named_parameters()}
         self.stage_metrics = nn.ModuleDict({"val": self.make_metrics(), "test": self.make_metrics()})
         self.best: dict[str, float] = {}
         # Non-scalar results per stage (e.g. a scorer's signature, exact float64 values): results.json "details".
@@ -224,19 +238,37 @@ class HFTaskModule(pl.LightningModule):
         decay, no_decay = [], []
         for name, param in self.named_parameters():
             if param.requires_grad:
-                (no_decay if name.endswith(_NO_DECAY) or param.ndim < 2 else decay).append(param)
+                ndim = self._param_ndim.get(_unwrapped(name), param.ndim)
+                (no_decay if name.endswith(_NO_DECAY) or ndim < 2 else decay).append(param)
         groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         # Fused AdamW on CPU too: ~8x faster optimizer steps than the default per-tensor loop for the demo models
-        # on 2 cores (1.5 vs 12 ms), ~2% of a gpt_demo training step. Lightning refuses gradient clipping with a
-        # fused optimizer under mixed precision (it unscales internally): the default kernel is used there.
-        mixed = str(self.trainer.precision).endswith("-mixed")
-        fused = self.device.type in ("cuda", "cpu") and not (mixed and self.trainer.gradient_clip_val)
+        # on 2 cores (1.5 vs 12 ms), ~2% of a gpt_demo training step. With a gradient scaler (16-mixed) Lightning
+        # refuses clipping with a fused optimizer (it unscales inside its step): the default kernel is used there;
+        # bf16-mixed has no scaler and clips in `configure_gradient_clipping`.
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        fused = self.device.type in ("cuda", "cpu") and not (scaled and self.trainer.gradient_clip_val)
         optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, eps=hp.adam_epsilon, betas=tuple(hp.adam_betas),
                                       fused=fused)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = get_scheduler(hp.lr_scheduler, optimizer, num_warmup_steps=int(hp.warmup_ratio * total),
                                   num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Norm clipping where Lightning's precision plugins refuse it: FSDP (the norm must be taken over all
+        shards: the root module's `clip_grad_norm_`) and a fused optimizer without a gradient scaler (bf16-mixed:
+        the gradients are not scaled, so plain norm clipping is right). Anything else: Lightning's own path."""
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            if isinstance(self.trainer.strategy, FSDPStrategy):
+                self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+                return
+            if optimizer.defaults.get("fused") and getattr(self.trainer.precision_plugin, "scaler", None) is None:
+                params = [p for group in optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+                return
+        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
+                            gradient_clip_algorithm=gradient_clip_algorithm)
 
     def on_train_start(self) -> None:
         """A resumed run gets the optimizer's and scheduler's learning rate back from the checkpoint, which would
