@@ -208,3 +208,25 @@ def test_submitit_local_launcher_runs_a_grid_sweep_and_an_optuna_search(run_cli,
         assert results["status"] == "completed" and results["optimized_metric"]["value"] == pytest.approx(trial.value)
         assert (search_dir / job / "train.log").is_file()
     assert OmegaConf.load(search_dir / "optimization_results.yaml").n_complete == 2
+
+
+@pytest.mark.slow  # 2 tiny trials at once (~40 s)
+def test_joblib_launcher_runs_two_trials_at_once_each_with_its_thread_share(run_cli, tmp_path: Path) -> None:
+    from lightning_llm.runtime.job_resources import THREADS_ENV, cpu_count
+
+    search = run_cli("lightning_llm.train", "hparams_search=optuna", *TINY_JOB, "trainer.max_epochs=1",
+                     "++trainer.limit_train_batches=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2")
+    assert search.returncode == 0, search.stderr[-3000:]
+    threads = max(1, cpu_count() // 2)
+    assert f"optuna: 2 jobs at once, {threads} CPU thread(s) each" in search.stdout
+    assert "sweep: 2 jobs completed" in search.stdout
+    (sweep_dir,) = _sweep_dirs(tmp_path)
+    trials = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/outputs/train/optuna.db").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for job, trial in zip("01", trials):
+        results = json.loads((sweep_dir / job / "results.json").read_text())
+        assert results["run_dir"] == str(sweep_dir / job) and results["status"] == "completed"
+        assert results["optimized_metric"]["value"] == pytest.approx(trial.value)
+        env = OmegaConf.load(sweep_dir / job / ".hydra" / "hydra.yaml").hydra.job.env_set
+        assert env[THREADS_ENV] == env.OMP_NUM_THREADS == str(threads)
