@@ -178,3 +178,55 @@ def test_trials_that_cannot_learn_are_pruned_before_their_last_epoch(run_cli, tm
         assert pruned["status"] == "pruned" and pruned[PRUNED_AT] == pruned["global_step"] < 24
         assert list(trial.intermediate_values) == [pruned[PRUNED_AT]]  # reported at every validation, then stopped
         assert pruned["test"] == {} and pruned["hf_model"] is None  # no test, no export
+
+
+@pytest.mark.slow  # 2 grid jobs + 2 trials, each a fresh submitit process (~80 s)
+def test_submitit_local_launcher_runs_a_grid_sweep_and_an_optuna_search(run_cli, tmp_path: Path) -> None:
+    """The SLURM launcher's code path (hydra-submitit-launcher, submitit pickling the job and running it in its own
+    process) on this machine: results and logs land in the job dirs, a failing job is recorded, not fatal."""
+    tiny = [*TINY_JOB, "hydra/launcher=submitit_local", "trainer.max_epochs=1", "++trainer.limit_train_batches=2"]
+    grid = run_cli("lightning_llm.train", "-m", *tiny, "model.num_attention_heads=2,3")  # 3 does not divide 32
+    assert grid.returncode == 1, grid.stderr[-3000:]
+    assert "Submitit 'local' sweep output dir" in grid.stdout
+    summary = [line for line in grid.stderr.splitlines() if line.startswith("sweep:")]
+    assert len(summary) == 1 and summary[0].startswith("sweep: 1 of 2 jobs failed (job 1, failed:")
+    (grid_dir,) = _sweep_dirs(tmp_path)
+    ok, failed = (json.loads((grid_dir / job / "results.json").read_text()) for job in "01")
+    assert ok["status"] == "completed" and ok["global_step"] == 2 and ok["run_dir"] == str(grid_dir / "0")
+    assert failed["status"] == "failed" and "not a multiple of the number of attention heads" in failed["error"]
+    assert "job failed:" in (grid_dir / "1" / "train.log").read_text()
+    assert len(list(grid_dir.glob(".submitit/*/*_log.out"))) == 2  # submitit ran each job as its own process
+
+    search = run_cli("lightning_llm.train", "hparams_search=optuna", *tiny, "hydra.sweeper.n_trials=2")
+    assert search.returncode == 0, search.stderr[-3000:]
+    assert "sweep: 2 jobs completed" in search.stdout
+    (search_dir,) = [d for d in _sweep_dirs(tmp_path) if d != grid_dir]
+    trials = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/outputs/train/optuna.db").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for job, trial in zip("01", trials):
+        results = json.loads((search_dir / job / "results.json").read_text())
+        assert results["status"] == "completed" and results["optimized_metric"]["value"] == pytest.approx(trial.value)
+        assert (search_dir / job / "train.log").is_file()
+    assert OmegaConf.load(search_dir / "optimization_results.yaml").n_complete == 2
+
+
+@pytest.mark.slow  # 2 tiny trials at once (~40 s)
+def test_joblib_launcher_runs_two_trials_at_once_each_with_its_thread_share(run_cli, tmp_path: Path) -> None:
+    from lightning_llm.runtime.job_resources import THREADS_ENV, cpu_count
+
+    search = run_cli("lightning_llm.train", "hparams_search=optuna", *TINY_JOB, "trainer.max_epochs=1",
+                     "++trainer.limit_train_batches=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2")
+    assert search.returncode == 0, search.stderr[-3000:]
+    threads = max(1, cpu_count() // 2)
+    assert f"optuna: 2 jobs at once, {threads} CPU thread(s) each" in search.stdout
+    assert "sweep: 2 jobs completed" in search.stdout
+    (sweep_dir,) = _sweep_dirs(tmp_path)
+    trials = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/outputs/train/optuna.db").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for job, trial in zip("01", trials):
+        results = json.loads((sweep_dir / job / "results.json").read_text())
+        assert results["run_dir"] == str(sweep_dir / job) and results["status"] == "completed"
+        assert results["optimized_metric"]["value"] == pytest.approx(trial.value)
+        env = OmegaConf.load(sweep_dir / job / ".hydra" / "hydra.yaml").hydra.job.env_set
+        assert env[THREADS_ENV] == env.OMP_NUM_THREADS == str(threads)
