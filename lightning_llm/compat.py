@@ -32,6 +32,11 @@ def logs_this_step(trainer: pl.Trainer) -> bool:
     return bool(getattr(trainer._logger_connector, "should_update_logs", True))
 
 
+def attached_trainer(module: pl.LightningModule) -> pl.Trainer | None:
+    """The trainer a module is attached to, or None: `module.trainer` raises when there is none."""
+    return module._trainer
+
+
 def batches_that_stepped(trainer: pl.Trainer) -> int:
     """The step number Lightning passes to the loggers with `train/*` metrics. Wraps
     `trainer.fit_loop.epoch_loop._batches_that_stepped` (what Lightning's own `LearningRateMonitor` uses):

@@ -258,3 +258,12 @@ def test_reopened_trial_reports_to_the_trial_another_process_asked_for(tmp_path:
     reopened.report(0.25, step=3)
     assert optuna.load_study(study_name="s", storage=storage).trials[0].intermediate_values == {3: 0.25}
     assert compat.trial_id(elsewhere.trials[0]) == compat.trial_id(asked)
+
+
+def test_attached_trainer_is_none_until_a_trainer_holds_the_module(tmp_path: Path) -> None:
+    module = pl.LightningModule()
+    assert compat.attached_trainer(module) is None
+    trainer = pl.Trainer(accelerator="cpu", logger=False, default_root_dir=tmp_path)
+    trainer.strategy.connect(module)
+    module.trainer = trainer
+    assert compat.attached_trainer(module) is trainer

@@ -77,7 +77,8 @@ def test_incompatible_teacher_fails_in_one_line(tmp_path: Path) -> None:
         module.setup("fit")
     texts = ["a good film", "a bad film", "not good at all"] * 20
     ours, theirs = (train_tokenizer(texts, "wordpiece", 60, tmp_path / "tok1"),
-                    train_tokenizer([t.upper() for t in texts], "wordpiece", 60, tmp_path / "tok2"))
+                    train_tokenizer(["another tokenizer entirely", "quite different words"] * 30, "wordpiece", 60,
+                                    tmp_path / "tok2"))
     module = DistillationModule(teacher_name_or_path=str(_teacher(tmp_path / "t", 100, tokenizer=theirs)), **student)
     module._trainer = SimpleNamespace(datamodule=SimpleNamespace(tokenizer=ours))
     with pytest.raises(UserError, match="model.tokenizer_name_or_path: the student's tokenizer is not the teacher's"):

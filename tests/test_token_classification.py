@@ -207,8 +207,8 @@ def test_predictions_file_rescored_by_seqeval_equals_the_reported_metrics(conll_
     the reported test metrics, and results.json keeps seqeval's per-type report."""
     run, results = conll_run
     records = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
-    rows = _bundled(120)[100:100 + len(records)]  # limit_test_batches=2: the first 16 test sentences
-    assert len(records) == 16
+    rows = _bundled(120)[100:120]  # every test sentence (2 evaluation batches of 16 hold all 20), in file order
+    assert len(records) == 20
     for record, row in zip(records, rows):  # sentences cut by max_length=32 keep their first (scored) words
         n = len(record["words"])
         assert record["words"] == row["tokens"][:n] and record["tags"] == row["tags"][:n]

@@ -93,7 +93,8 @@ class DistillationModule(SequenceClassificationModule):
         if all(not str(n).startswith("LABEL_") for n in (*names[0].values(), *names[1].values())) and \
                 names[0] != names[1]:
             raise UserError(f"{where}: the teacher's labels {names[0]} differ from the data's {names[1]}")
-        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        trainer = compat.attached_trainer(self)
+        datamodule = trainer.datamodule if trainer is not None else None
         tokenizer = getattr(datamodule, "tokenizer", None)
         teacher_vocab = _vocab(path)
         if tokenizer is not None and teacher_vocab is not None and tokenizer.get_vocab() != teacher_vocab:
