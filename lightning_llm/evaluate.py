@@ -18,7 +18,7 @@ from lightning_llm.config import CONFIG_PATH
 from lightning_llm.config.schema import settings_of
 from lightning_llm.config.targets import allowed_targets
 from lightning_llm.config.validation import check_settings
-from lightning_llm.errors import UserError
+from lightning_llm.errors import UserError, require
 from lightning_llm.runtime import builders
 from lightning_llm.runtime.argv import data_keys_onto_saved_config
 from lightning_llm.runtime.checkpoints import (
@@ -66,6 +66,8 @@ def _with_checkpoint_settings(data: dict[str, Any], model: Any, data_cls: type) 
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    require(not OmegaConf.is_missing(cfg, "ckpt_path") and bool(cfg.ckpt_path),
+            "ckpt_path: required (a .ckpt file written by llm-train)")
     model = load_module(cfg.ckpt_path)
     tokenizer = load_run_tokenizer(cfg.ckpt_path)
     allowed = list(allowed_targets(cfg))  # from this command line only, never from the saved run config

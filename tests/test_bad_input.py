@@ -9,6 +9,7 @@ import pytest
 
 from lightning_llm.data.sources import load_raw
 from lightning_llm.errors import UserError
+from lightning_llm.evaluate import evaluate
 from lightning_llm.train import train
 from tests.conftest import TINY_BERT
 
@@ -65,3 +66,9 @@ def test_empty_jsonl_split_is_named(tmp_path: Path) -> None:
                  files={"train": str(tmp_path / "train.jsonl"), "validation": None,
                         "test": str(tmp_path / "test.jsonl")},
                  split_names={"train": "train", "validation": "validation", "test": "test"})
+
+
+def test_eval_without_ckpt_path_is_one_line(compose_cfg) -> None:
+    # conf/eval.yaml leaves ckpt_path ??? : reading it raised OmegaConf's MissingMandatoryValue, a Hydra traceback.
+    with pytest.raises(UserError, match=r"^ckpt_path: required \(a \.ckpt file written by llm-train\)$"):
+        evaluate(compose_cfg([], "eval"))
