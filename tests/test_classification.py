@@ -85,6 +85,7 @@ def user_files(tmp_path: Path) -> dict[str, str]:
     return files
 
 
+@pytest.mark.slow  # a CLI end-to-end run (~15-45 s on 2 cores)
 def test_user_csv_and_pretrained_dir_export_and_eval(run_cli, user_files, tmp_path: Path) -> None:
     out = tmp_path / "myrun"
     args = [f"model.pretrained_model_name_or_path={user_files['model']}", f"data.train_file={user_files['train']}",

@@ -73,6 +73,7 @@ def test_route_output_dir_refuses_a_sweep_of_directories() -> None:
         route_output_dir(["-m", "paths.output_dir=a,b"])
 
 
+@pytest.mark.slow  # a CLI end-to-end run (~15-45 s on 2 cores)
 def test_output_dir_moves_the_whole_run_and_the_last_line_names_it(run_cli, tmp_path: Path) -> None:
     cwd = tmp_path / "empty"
     cwd.mkdir()

@@ -60,6 +60,7 @@ def _assert_same_training(one: tuple[dict, dict], ddp_dir: Path, metrics: list[s
     assert worst < WEIGHT_ATOL, f"weights differ by up to {worst}"
 
 
+@pytest.mark.slow  # a CLI end-to-end run (~15-45 s on 2 cores)
 def test_ddp_sim_classification_matches_one_process(compose_cfg, run_cli, tmp_path: Path) -> None:
     one = _one_process(compose_cfg, [*CLASSIFY, "data.batch_size=32"], tmp_path / "one")
     proc = run_cli("lightning_llm.train", *CLASSIFY, "data.batch_size=16", "hardware=ddp_sim")
@@ -138,6 +139,7 @@ def test_ddp_sim_sweep_runs_each_job_once_with_its_overrides(run_cli, tmp_path: 
         assert ckpt["hyper_parameters"]["learning_rate"] == lr
 
 
+@pytest.mark.slow  # a CLI end-to-end run (~15-45 s on 2 cores)
 def test_multirun_with_relaunching_ddp_is_refused_before_training(run_cli, tmp_path: Path) -> None:
     proc = run_cli("lightning_llm.train", "-m", *CLASSIFY, "hardware=ddp", "hardware.accelerator=cpu",
                    "hardware.devices=2", "seed=1,2")

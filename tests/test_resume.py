@@ -35,7 +35,7 @@ TASKS = {
     # LoRA: the frozen base, the adapters and their optimizer state all come back.
     "lora": [*TINY_BERT, "peft=lora"],
 }
-SLOW = {"gpt", "ddp", "ddp_spawn", "lora"}
+SLOW = {"classification", "gpt", "ddp", "ddp_spawn", "lora"}
 KILL_AT = 3
 PREEMPT = ["+callbacks.fault._target_=lightning_llm.callbacks.FaultInjection",
            f"+callbacks.fault.sigterm_at_step={KILL_AT}"]
@@ -51,7 +51,7 @@ def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
-# GPT (~35 s of CPU) and the two DDP variants (~90 s each) are marked slow: `pytest -m slow tests/test_resume.py`.
+# All slow (classification ~25 s, GPT ~35 s of CPU, the two DDP variants ~90 s each): `pytest -m slow tests/test_resume.py`.
 @pytest.mark.parametrize("task", [pytest.param(task, marks=[pytest.mark.slow] if task in SLOW else [])
                                   for task in TASKS])
 def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(run_cli, tmp_path: Path, task: str) -> None:

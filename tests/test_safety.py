@@ -35,6 +35,7 @@ SHORT_RUN = ["trainer.max_epochs=1", "++trainer.limit_train_batches=3", "++train
 
 
 # ----------------------------------------------------------------------------------------------- allow-list
+@pytest.mark.slow  # a CLI end-to-end run (~15-45 s on 2 cores)
 def test_target_outside_the_allow_list_is_refused_before_anything_runs(run_cli, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     run_dir = tmp_path / "run"
@@ -142,6 +143,7 @@ def test_resume_checkpoint_of_another_model_is_refused(compose_cfg, tmp_path: Pa
 
 
 # ----------------------------------------------------------------------------------------------- secrets
+@pytest.mark.slow  # a CLI end-to-end run (~15-45 s on 2 cores)
 def test_credentials_in_the_environment_end_up_in_no_file(run_cli, tmp_path: Path) -> None:
     """All loggers (W&B offline), test and export: no file of the run dir or W&B's folders holds either value."""
     run_dir, home = tmp_path / "run", tmp_path / "home"

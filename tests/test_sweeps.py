@@ -170,6 +170,7 @@ def _sweep_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.glob("outputs/*/multiruns/*/multirun.yaml"))
 
 
+@pytest.mark.slow  # a CLI end-to-end run (~15-45 s on 2 cores)
 def test_optuna_search_writes_best_params_and_resumes_the_study(run_cli, tmp_path: Path) -> None:
     first = run_cli("lightning_llm.train", "hparams_search=optuna", *TINY_JOB, "hydra.sweeper.n_trials=2")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -198,6 +199,7 @@ def test_optuna_search_writes_best_params_and_resumes_the_study(run_cli, tmp_pat
     assert OmegaConf.load(new_sweep / "optimization_results.yaml").n_trials_in_study == 3
 
 
+@pytest.mark.slow  # a CLI end-to-end run (~15-45 s on 2 cores)
 def test_sweep_survives_a_crashing_job(run_cli, tmp_path: Path) -> None:
     # 3 heads do not divide hidden_size=32: job 2 fails while building the model.
     proc = run_cli("lightning_llm.train", "-m", *TINY_JOB, "model.num_attention_heads=1,2,3",

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from wandb.proto import wandb_internal_pb2
 
 from lightning_llm.config.secrets import REDACTED
@@ -63,6 +64,7 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
     return run
 
 
+@pytest.mark.slow  # a CLI end-to-end run (~15-45 s on 2 cores)
 def test_wandb_sweep_gives_one_offline_run_per_job(run_cli, tmp_path: Path, monkeypatch) -> None:
     env = {"HF_TOKEN": SECRET, "HOME": str(tmp_path / "home"), "WANDB_DIR": str(tmp_path / "home"),
            "WANDB_CONFIG_DIR": str(tmp_path / "home"), "WANDB_CACHE_DIR": str(tmp_path / "home")}
