@@ -17,7 +17,7 @@ from transformers import AutoModelForMaskedLM
 from lightning_llm.config import CONFIG_DIR
 from lightning_llm.runtime import builders
 from lightning_llm.train import train
-from tests.conftest import TINY_BERT
+from tests.conftest import TINY_BERT, compose_run_config
 
 LIMITS = ["callbacks.rich_progress_bar=null", "trainer.max_epochs=1", "data.batch_size=8",
           "++trainer.limit_train_batches=6", "++trainer.limit_val_batches=2", "++trainer.limit_test_batches=2"]
@@ -92,3 +92,14 @@ def test_finetune_half_without_the_export_path_is_one_line(compose_cfg, capsys) 
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2
     assert err[-1] == "error: model.pretrained_model_name_or_path: directory not found: ./<mlm run dir>/hf_model"
+
+
+@pytest.mark.slow
+def test_mlm_demo_beats_the_most_frequent_token_baseline_in_one_epoch(tmp_path: Path) -> None:
+    """The demo learns: one epoch of mlm_demo (~20 s) measured val/mlm_acc 0.32 against 0.13 for always predicting
+    the most frequent token."""
+    results = train(compose_run_config(tmp_path / "run", ["experiment=mlm_demo", "trainer.max_epochs=1", "test=false",
+                                                          "export=false", "callbacks.rich_progress_bar=null"]))
+    GlobalHydra.instance().clear()
+    val = results["val"]
+    assert val["val/mlm_acc"] > val["val/mlm_majority_acc"] + 0.1
