@@ -22,6 +22,7 @@ from lightning_llm.interpret.render import html_page, write_png
 from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
 from lightning_llm.runtime.extras import require_extra
+from lightning_llm.runtime.inputs import read_inline_or_file
 from lightning_llm.runtime.model_paths import is_causal_lm, is_classifier, load_hf_model
 from lightning_llm.utils.io import write_text_atomic
 
@@ -43,24 +44,7 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def read_texts(cfg: DictConfig) -> list[str]:
-    """`text=...`, or `texts_file`: one text per line (.txt) or objects with a `text` field (.jsonl)."""
-    if cfg.text is not None:
-        texts = [str(cfg.text)]
-    else:
-        path = Path(cfg.texts_file)
-        require(path.is_file(), f"texts_file: file not found: {path}")
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        if path.suffix == ".jsonl":
-            try:
-                texts = [str(json.loads(line)["text"]) for line in lines]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise UserError(f"texts_file: {path} needs one JSON object with a 'text' field per line "
-                                f"({type(err).__name__})") from err
-        else:
-            texts = lines
-    require(bool(texts), f"texts_file: no texts in {cfg.texts_file}")
-    require(all(t.strip() for t in texts), "text: empty text")
-    return texts
+    return read_inline_or_file(cfg.text, cfg.texts_file, "text")
 
 
 def explain(cfg: DictConfig) -> list[dict[str, Any]]:

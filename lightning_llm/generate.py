@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ from lightning_llm.runtime.builders import tokenizer_dir
 from lightning_llm.runtime.checkpoints import load_module, looks_local, run_checkpoint, run_dir_of
 from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
+from lightning_llm.runtime.inputs import read_inline_or_file
+from lightning_llm.utils.io import write_text_atomic
 
 _CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 _TASKS = ("causal_lm", "seq2seq")
@@ -88,24 +89,7 @@ def generation_config(model: PreTrainedModel, cfg: DictConfig, pad_token_id: int
 
 
 def read_prompts(cfg: DictConfig) -> list[str]:
-    """`prompt=...`, or `prompts_file`: one prompt per line (.txt) or objects with a `prompt` field (.jsonl)."""
-    if cfg.prompt is not None:
-        prompts = [str(cfg.prompt)]
-    else:
-        path = Path(cfg.prompts_file)
-        require(path.is_file(), f"prompts_file: file not found: {path}")
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        if path.suffix == ".jsonl":
-            try:
-                prompts = [str(json.loads(line)["prompt"]) for line in lines]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise UserError(f"prompts_file: {path} needs one JSON object with a 'prompt' field per line "
-                                f"({type(err).__name__})") from err
-        else:
-            prompts = lines
-    require(bool(prompts), f"prompts_file: no prompts in {cfg.prompts_file}")
-    require(all(p.strip() for p in prompts), "prompt: empty prompt")
-    return prompts
+    return read_inline_or_file(cfg.prompt, cfg.prompts_file, "prompt")
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -210,16 +194,9 @@ def generate(cfg: DictConfig) -> list[dict[str, Any]]:
                 print(f"--- prompt: {record['prompt']!r} [{k + 1}/{len(record['generations'])}]\n"
                       f"{text if seq2seq else record['prompt'] + text}")
     if cfg.output_file:
-        _write_jsonl(Path(cfg.output_file), records)
+        write_text_atomic(cfg.output_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         print(f"wrote {len(records)} prompt(s) to {cfg.output_file}")
     return records
-
-
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    os.replace(tmp, path)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="generate")
