@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from lightning_llm.config import CONFIG_PATH
-from lightning_llm.data.padding import PaddingCollator
+from lightning_llm.data.padding import PaddingCollator, auto_pad_multiple
 from lightning_llm.data.question_answering import QACollator, read_nested_squad
 from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.errors import UserError, first_line, require
@@ -181,7 +181,7 @@ def predict_tags(model: PreTrainedModel, tokenizer: Any, sentences: list[list[st
     """Each word's tag from its first sub-word, as evaluation reads it. A sentence longer than max_length is split
     into consecutive windows (overflowing tokens), so every word gets a tag."""
     names = model.config.id2label
-    pad = PaddingCollator(tokenizer)
+    pad = PaddingCollator(tokenizer, auto_pad_multiple())
     records = []
     for batch in _batches(sentences, batch_size):
         enc = tokenizer([list(map(str, words)) for words in batch], is_split_into_words=True, truncation=True,
@@ -218,7 +218,7 @@ def predict_answers(model: PreTrainedModel, tokenizer: Any, rows: list[dict[str,
     stride = cfg.doc_stride if cfg.doc_stride is not None else settings.get("doc_stride", 128)
     require(stride < max_length, f"doc_stride={stride} must be below max_length={max_length}")
     metric = SquadMetric(**post).to(device)
-    collate = QACollator(tokenizer)
+    collate = QACollator(tokenizer, auto_pad_multiple())
     for start in range(0, len(rows), cfg.batch_size):
         part = range(start, min(start + cfg.batch_size, len(rows)))
         enc = tokenizer([questions[i] for i in part], [contexts[i] for i in part], truncation="only_second",
@@ -250,7 +250,7 @@ def predict_labels(model: PreTrainedModel, tokenizer: Any, texts: list[str], max
                    device: str) -> list[dict[str, Any]]:
     """The most probable label of each text and its softmax probability."""
     names = model.config.id2label
-    pad = PaddingCollator(tokenizer)
+    pad = PaddingCollator(tokenizer, auto_pad_multiple())
     records = []
     for batch in _batches(texts, batch_size):
         enc = tokenizer(list(batch), truncation=True, max_length=max_length)

@@ -68,7 +68,7 @@ def test_training_masks_are_dynamic_and_evaluation_masks_fixed(packed: TextCorpu
 
 
 def test_line_by_line_padding_is_never_masked(packed: TextCorpusDataModule) -> None:
-    dm = _corpus(packed.tokenizer, line_by_line=True, block_size=64, batch_size=32)
+    dm = _corpus(packed.tokenizer, line_by_line=True, block_size=64, batch_size=32, pad_to_multiple_of=8)
     padded = 0
     for batch in dm.train_dataloader():
         pad = batch["attention_mask"] == 0

@@ -36,3 +36,15 @@ def test_same_tensors_as_data_collator_with_padding(padding_side: str, multiple:
     assert set(got) == set(expected)
     for key in expected:
         assert got[key].dtype == expected[key].dtype and torch.equal(got[key], expected[key]), key
+
+
+def test_auto_pads_to_eight_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`data.pad_to_multiple_of: auto`: no rounding on CPU (each pad token is computed), 8 where CUDA is present."""
+    from lightning_llm.data import TextClassificationDataModule
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert TextClassificationDataModule().pad_to_multiple_of is None
+    assert TextClassificationDataModule(pad_to_multiple_of=16).pad_to_multiple_of == 16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert TextClassificationDataModule().pad_to_multiple_of == 8
+    assert TextClassificationDataModule(pad_to_multiple_of=None).pad_to_multiple_of is None

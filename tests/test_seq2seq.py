@@ -118,7 +118,7 @@ def test_rouge_lsum_scores_newline_split_sentences() -> None:
 def test_labels_are_padded_with_minus_100(tmp_path: Path, tokenizer) -> None:
     rows = _bundled("translation", 20)
     files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
-    dm = _datamodule(tmp_path, tokenizer, files, source_prefix="translate ", max_target_length=6)
+    dm = _datamodule(tmp_path, tokenizer, files, source_prefix="translate ", max_target_length=6, pad_to_multiple_of=8)
     first = dm.datasets["train"][0]
     assert tokenizer.decode(first["input_ids"], skip_special_tokens=True) == "translate " + rows[0]["source"]
     assert len(first["labels"]) <= 6 and first["labels"][-1] == tokenizer.eos_token_id

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lightning_llm.config.schema import NonNegative, OpenUnitFraction, Positive
+from lightning_llm.data.padding import auto_pad_multiple
 from lightning_llm.data.samplers import EvaluationSampler, ResumableRandomSampler
 from lightning_llm.data.sources import SPLITS, load_raw, source_fingerprint, stable_hash
 from lightning_llm.errors import UserError
@@ -91,7 +92,8 @@ class CachedTextDataModule(pl.LightningDataModule):
                  validation_file: str | None = None, test_file: str | None = None, train_split: str = "train",
                  validation_split: str | None = "validation", test_split: str | None = "test",
                  val_fraction: OpenUnitFraction = 0.1, batch_size: Positive[int] = 32,
-                 eval_batch_size: Positive[int] | Literal["auto"] | None = "auto", num_workers: NonNegative[int] = 0,
+                 eval_batch_size: Positive[int] | Literal["auto"] | None = "auto",
+                 pad_to_multiple_of: Positive[int] | Literal["auto"] | None = "auto", num_workers: NonNegative[int] = 0,
                  pin_memory: bool | None = None, preprocessing_num_workers: Positive[int] | None = None,
                  cache_dir: str = ".cache/lightning_llm", seed: int = 42,
                  splits: Sequence[str] | None = None) -> None:
@@ -115,6 +117,8 @@ class CachedTextDataModule(pl.LightningDataModule):
         # so twice the rows fit in the memory training used; null: the training batch size.
         self.batch_size = batch_size
         self.eval_batch_size = 2 * batch_size if eval_batch_size == "auto" else eval_batch_size or batch_size
+        # Batches are padded to their longest row, rounded up to this ("auto": 8 on CUDA, none on CPU).
+        self.pad_to_multiple_of = auto_pad_multiple() if pad_to_multiple_of == "auto" else pad_to_multiple_of
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.preprocessing_num_workers = preprocessing_num_workers
         self.cache_dir = Path(cache_dir)

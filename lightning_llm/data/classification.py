@@ -28,11 +28,11 @@ class TextClassificationDataModule(CachedTextDataModule):
 
     def __init__(self, *, text_column: str = "text", text_pair_column: str | None = None,
                  label_column: str = "label", label_names: list[str] | None = None, max_length: Positive[int] = 128,
-                 pad_to_multiple_of: Positive[int] | None = 8, **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.text_column, self.text_pair_column, self.label_column = text_column, text_pair_column, label_column
         self.label_names = list(label_names) if label_names else None
-        self.max_length, self.pad_to_multiple_of = max_length, pad_to_multiple_of
+        self.max_length = max_length
         self.num_labels: int | None = None
         self.collate_fn = None  # set once a tokenizer is known (see setup)
 

@@ -13,7 +13,7 @@ import torch
 from datasets import DatasetDict
 from torch.utils.data import DataLoader
 
-from lightning_llm.config.schema import OpenUnitFraction, Positive, Range
+from lightning_llm.config.schema import OpenUnitFraction, Range
 from lightning_llm.data.base import CachedTextDataModule
 from lightning_llm.data.masking import (
     MaskingCollator,
@@ -62,7 +62,7 @@ class CausalLMCollator:
     Padding is masked by position (attention mask) instead, and packed blocks skip padding work entirely.
     """
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = 8) -> None:
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
         self.pad_token_id, self.pad_to_multiple_of = pad_token_id, pad_to_multiple_of
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -98,13 +98,12 @@ class TextCorpusDataModule(CachedTextDataModule):
 
     def __init__(self, *, text_column: str = "text", block_size: Annotated[int, Range(2)] = 128,
                  line_by_line: bool = False, mlm_probability: OpenUnitFraction = 0.15, whole_word_mask: bool = False,
-                 pad_to_multiple_of: Positive[int] | None = 8, **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self.objective == "masked_lm":
             check_mlm_probability(mlm_probability)
         self.text_column, self.block_size = text_column, block_size
         self.line_by_line, self.mlm_probability, self.whole_word_mask = line_by_line, mlm_probability, whole_word_mask
-        self.pad_to_multiple_of = pad_to_multiple_of
         self.collate_fn = self.eval_collate_fn = None  # built in setup, once the tokenizer is known
         self.majority_token_id: int | None = None
 

@@ -129,7 +129,7 @@ class QACollator:
     `cls_index` and `offset_start`/`offset_end` tensors (character offsets of context tokens, -1 elsewhere and in
     padding), and `id`/`question`/`context`/`answers` as Python lists (one per feature; Lightning moves the tensors and leaves the lists)."""
 
-    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = 8) -> None:
+    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> None:
         self.pad = PaddingCollator(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
         self.pad.left = False  # question first, context second, padding after: the offsets stay aligned
         self.pad.pad_values.update({"offset_start": -1, "offset_end": -1})
@@ -163,12 +163,12 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
 
     def __init__(self, *, question_column: str = "question", context_column: str = "context",
                  answers_column: str = "answers", max_length: Positive[int] = 384,
-                 doc_stride: NonNegative[int] = 128, pad_to_multiple_of: Positive[int] | None = 8,
+                 doc_stride: NonNegative[int] = 128,
                  version_2_with_negative: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.question_column, self.context_column, self.answers_column = question_column, context_column, \
             answers_column
-        self.max_length, self.doc_stride, self.pad_to_multiple_of = max_length, doc_stride, pad_to_multiple_of
+        self.max_length, self.doc_stride = max_length, doc_stride
         self.version_2_with_negative = version_2_with_negative
         self.baseline: dict[str, float | None] = {"f1": None, "exact_match": None}
         self.counts: dict[str, Any] = {}

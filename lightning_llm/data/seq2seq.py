@@ -62,7 +62,7 @@ class Seq2SeqCollator:
     `input_ids`/`attention_mask` padded to the longest source, `labels` to the longest target with -100, both
     rounded up to `pad_to_multiple_of`; numpy padding (`PaddingCollator`) instead of `tokenizer.pad`."""
 
-    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = 8) -> None:
+    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> None:
         self.pad = PaddingCollator(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -95,7 +95,7 @@ class Seq2SeqDataModule(CachedTextDataModule):
     def __init__(self, *, source_column: str = "source", target_column: str = "target",
                  translation_column: str = "translation", source_lang: str | None = None,
                  target_lang: str | None = None, source_prefix: str = "", max_source_length: Positive[int] = 256,
-                 max_target_length: Positive[int] = 128, pad_to_multiple_of: Positive[int] | None = 8,
+                 max_target_length: Positive[int] = 128,
                  demo: Literal["translation", "summarization"] = "translation", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if (source_lang is None) != (target_lang is None):
@@ -105,7 +105,7 @@ class Seq2SeqDataModule(CachedTextDataModule):
             translation_column
         self.source_lang, self.target_lang, self.source_prefix = source_lang, target_lang, source_prefix
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
-        self.pad_to_multiple_of, self.demo = pad_to_multiple_of, demo
+        self.demo = demo
         self._bundled = _DEMOS[demo]
         self.baselines: dict[str, float] | None = None
         self.collate_fn = None  # set once a tokenizer is known (see setup)
