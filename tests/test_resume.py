@@ -133,6 +133,11 @@ def test_best_so_far_survives_a_resume_after_validation(run_cli, tmp_path: Path)
     assert len(accs) == 2
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["lightning_llm_best"] == {"val/acc": pytest.approx(max(accs))}
+    assert {"optimizer_states", "lr_schedulers", "callbacks"} <= set(checkpoint)  # what a resume needs
+    (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
+    best_checkpoint = torch.load(best, map_location="cpu", weights_only=True)  # weights only: test and export
+    assert "optimizer_states" not in best_checkpoint and best_checkpoint["state_dict"].keys() == \
+        checkpoint["state_dict"].keys()
 
     proc = run_cli("lightning_llm.train", *args, "ckpt_path=last")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -142,6 +142,14 @@ def test_resume_checkpoint_of_another_model_is_refused(compose_cfg, tmp_path: Pa
         validate_train_config(compose_cfg([*TINY_BERT, f"ckpt_path={gpt}"]))
 
 
+def test_resume_from_a_weights_only_checkpoint_is_refused(compose_cfg, tmp_path: Path) -> None:
+    """best-*.ckpt holds weights only (no optimizer, scheduler or callback state): resuming needs last.ckpt."""
+    best = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {}, "loops": {}, "epoch": 0, "global_step": 3}, best)
+    with pytest.raises(UserError, match=r"holds weights only .*ckpt_path=last"):
+        validate_train_config(compose_cfg([*TINY_BERT, f"ckpt_path={best}"]))
+
+
 # ----------------------------------------------------------------------------------------------- secrets
 @pytest.mark.slow  # a CLI end-to-end run (~15-45 s on 2 cores)
 def test_credentials_in_the_environment_end_up_in_no_file(run_cli, tmp_path: Path) -> None:

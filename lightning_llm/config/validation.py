@@ -133,6 +133,10 @@ def check_resume_checkpoint(cfg: DictConfig, path: str | Path) -> None:
             get_class(saved) is not target_class(cfg.model, "model", allowed_targets(cfg)):
         raise UserError(f"ckpt_path: {path} holds a {saved.rsplit('.', 1)[-1]}, but model._target_ is "
                         f"{cfg.model._target_}: pick the model= option the checkpoint was trained with")
+    if "optimizer_states" not in checkpoint:
+        raise UserError(f"ckpt_path: {path} holds weights only (a best-* checkpoint): resume from last.ckpt "
+                        f"(ckpt_path=last), or fine-tune from the run's export with "
+                        f"model.pretrained_model_name_or_path=<run>/hf_model")
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
