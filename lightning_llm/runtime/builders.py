@@ -19,6 +19,7 @@ from lightning_llm.config.targets import (
 )
 from lightning_llm.data.tokenizers import load_tokenizer, train_tokenizer
 from lightning_llm.errors import UserError
+from lightning_llm.runtime.checkpoint_io import write_checkpoints_directly
 from lightning_llm.runtime.hardware import check_hardware, enable_gpu_fast_paths
 from lightning_llm.runtime.hardware import trainer_kwargs as trainer_hardware_kwargs
 from lightning_llm.runtime.job_resources import apply_thread_budget
@@ -118,6 +119,7 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any]) -> 
     trainer = pl.Trainer(**trainer_kwargs, **hardware, logger=loggers or False, callbacks=callbacks,
                          default_root_dir=cfg.paths.output_dir, enable_checkpointing=any(
                              isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks))
+    write_checkpoints_directly(trainer)
     # ddp_spawn: a task's results.json details (`HFTaskModule.stage_details`) are set in the workers.
     compat.carry_from_spawned_workers(trainer, ("stage_details",))
     return trainer
