@@ -16,6 +16,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from lightning_llm.compat import reopen_trial
 from lightning_llm.report import main
 from lightning_llm.tracking.jobs import sweep_jobs
 from lightning_llm.tracking.studies import Point, histories, importances, with_best_so_far
@@ -115,7 +116,7 @@ class HydraLikeLauncher:
             OmegaConf.save({"hydra": {"job": {"env_set": env}}}, job_dir / ".hydra" / "hydra.yaml")
             x = float(dict(o.split("=", 1) for o in overrides)["x"])
             link = TrialLink(**json.loads(env[TRIAL_ENV]))
-            trial, results = optuna.trial.Trial(self.study, link.trial_id), {"status": "completed"}
+            trial, results = reopen_trial(self.study, link.trial_id), {"status": "completed"}
             for step in (1, 2, 3):
                 if link.number == 2:
                     results, value = {"status": "failed", "error": "ValueError: loss is NaN at step 1"}, math.nan
