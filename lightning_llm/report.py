@@ -221,7 +221,7 @@ STYLES = {"completed": ("o", "tab:blue"), "pruned": ("x", "tab:orange"), "failed
           "unfinished": ("s", "tab:gray")}
 
 
-def plot_history(history: History, objective: str, path: Path) -> Path:
+def plot_history(history: History, ylabel: str, path: Path) -> Path:
     """Objective per trial (pruned: its last report; failed: a mark on the axis) and the best so far."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
@@ -244,7 +244,7 @@ def plot_history(history: History, objective: str, path: Path) -> Path:
     if best:
         ax.step([p.number for p in best], [p.best for p in best], where="post", color="tab:green", label="best so far")
     ax.set_xlabel("trial" if history.study is not None else "job (in sweep order)")
-    ax.set_ylabel(objective if history.study is not None else "value")
+    ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"{history.title}: {len(history.points)} {'trials' if history.study else 'jobs'}, "
                  f"{history.direction}", fontsize=10)
@@ -260,7 +260,8 @@ def history_section(history: History, plot: Path) -> tuple[list[str], str | None
     """The markdown of one history, and the line printed for a study (None for plain jobs)."""
     lines = ["", f"## Optimisation history: {history.title}", ""]
     lines += [f"- {note}" for note in history.notes]
-    best = next((p for p in history.points if p.state == "completed" and p.value == history.points[-1].best), None)
+    final = history.points[-1].best if history.points else None
+    best = next((p for p in history.points if p.state == "completed" and p.value == final), None)
     if history.study is None:
         lines.append(f"- {len(history.points)} jobs ({history.counts()}); no stored Optuna study behind them, so "
                      "no parameter importances")
@@ -293,8 +294,8 @@ def write_report(*sweep_dirs: str | Path, metric: str | None = None, direction: 
             raise UserError(f"{sweep_dir}: not a directory")
     rows, metric, keys = build_rows(dirs, metric)
     direction = resolve_direction(direction, metric) if direction else sweep_direction(dirs[0], metric)
-    found = histories([(r.job, r.value if r.job.status == "completed" else r.metrics.get(metric)) for r in rows],
-                      direction)  # rows still in sweep and job order
+    stories = histories([(r.job, r.value if r.job.status == "completed" else r.metrics.get(metric)) for r in rows],
+                        direction)  # rows still in sweep and job order
     objective = next((r.job.results["optimized_metric"]["name"] for r in rows
                       if (r.job.results or {}).get("optimized_metric", {}).get("name")), metric)
     rows = rank(rows, direction)
@@ -306,9 +307,10 @@ def write_report(*sweep_dirs: str | Path, metric: str | None = None, direction: 
     plots = plot_metric_vs_params(rows, metric, keys, out)
     curves = plot_learning_curves(rows, metric, out, top)
     sections, printed = [], []
-    for history in found:
-        name = "optimization_history" + (f"_{_safe(history.title)}" if len(found) > 1 else "") + ".png"
-        section, line = history_section(history, plot_history(history, objective, out / name))
+    for history in stories:
+        name = "optimization_history" + (f"_{_safe(history.title)}" if len(stories) > 1 else "") + ".png"
+        plot = plot_history(history, objective if history.study is not None else metric, out / name)
+        section, line = history_section(history, plot)
         sections += section
         printed += [line] if line else []
     failed = [r for r in rows if r.job.status not in ("completed", "pruned")]
@@ -329,7 +331,7 @@ def write_report(*sweep_dirs: str | Path, metric: str | None = None, direction: 
     report.write_text("\n".join(lines) + "\n")
     summary = f"best job {best.label}: {metric}={_fmt(best.value)}" if best else "no completed job"
     print(f"report: {len(rows)} jobs, {f'{len(pruned)} pruned, ' if pruned else ''}{len(failed)} failed, {summary} "
-          f"-> {report} (+ report.csv, {len(plots) + bool(curves) + len(found)} plots)")
+          f"-> {report} (+ report.csv, {len(plots) + bool(curves) + len(stories)} plots)")
     for line in printed:
         print(f"report: {line}")
     return report
