@@ -1,6 +1,9 @@
 """`llm-report <multirun dir>...`: what a sweep found, without W&B. Writes <dir>/report/: report.md and
-report.csv (swept overrides vs final metrics, best first; failed jobs listed with their error), a plot of the
-optimized metric against each swept parameter, and the learning curves of the best runs (csv logger)."""
+report.csv (swept overrides vs final metrics, best first; pruned trials with their step, failed jobs with their
+error), a plot of the optimized metric against each swept parameter, the learning curves of the best runs (csv
+logger), and the optimisation history: objective per trial and best so far, with Optuna's parameter importances
+when the jobs belong to a stored study (read from the study, so a study spread over several sweep directories
+counts each trial once)."""
 
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from lightning_llm.tracking.jobs import (
     sweep_overrides,
     swept_overrides,
 )
+from lightning_llm.tracking.studies import History, histories, importances
+from lightning_llm.tracking.trials import PRUNED_AT
 
 
 @dataclass
@@ -89,9 +94,11 @@ def _fmt(value: Any) -> str:
 
 def table(rows: list[Row], metric: str, keys: list[str]) -> tuple[list[str], list[list[Any]]]:
     metric_names = sorted({k for row in rows for k in row.metrics} - {metric})
-    header = ["job", "status", *keys, metric, *metric_names, "error"]
+    pruned = [PRUNED_AT] if any(row.job.status == "pruned" for row in rows) else []
+    header = ["job", "status", *keys, metric, *metric_names, *pruned, "error"]
     body = [[row.label, row.job.status, *(row.params.get(k, "") for k in keys), row.value,
-             *(row.metrics.get(m) for m in metric_names), (row.job.results or {}).get("error", "")]
+             *(row.metrics.get(m) for m in metric_names), *((row.job.results or {}).get(k) for k in pruned),
+             (row.job.results or {}).get("error", "")]
             for row in rows]
     return header, body
 
@@ -209,18 +216,88 @@ def plot_learning_curves(rows: list[Row], metric: str, out: Path, top: int) -> P
     return path
 
 
+# How each state is drawn in the history: (marker, colour); values of failed/unfinished ones sit on the x axis.
+STYLES = {"completed": ("o", "tab:blue"), "pruned": ("x", "tab:orange"), "failed": ("v", "tab:red"),
+          "unfinished": ("s", "tab:gray")}
+
+
+def plot_history(history: History, ylabel: str, path: Path) -> Path:
+    """Objective per trial (pruned: its last report; failed: a mark on the axis) and the best so far."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for state, (marker, color) in STYLES.items():
+        points = [p for p in history.points if p.state == state]
+        if not points:
+            continue
+        label = f"{state} ({len(points)})" + (", last report" if state == "pruned" else "")
+        valued = [p for p in points if p.value is not None]
+        if valued:
+            ax.scatter([p.number for p in valued], [p.value for p in valued], marker=marker, color=color, label=label)
+            label = None
+        unvalued = [p for p in points if p.value is None]
+        if unvalued:  # x in data, y in axes coordinates: at the bottom, whatever the values' range
+            ax.scatter([p.number for p in unvalued], [0.03] * len(unvalued), marker=marker, color=color,
+                       transform=ax.get_xaxis_transform(), clip_on=False, label=label)
+    best = [p for p in history.points if p.best is not None]
+    if best:
+        ax.step([p.number for p in best], [p.best for p in best], where="post", color="tab:green", label="best so far")
+    ax.set_xlabel("trial" if history.study is not None else "job (in sweep order)")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"{history.title}: {len(history.points)} {'trials' if history.study else 'jobs'}, "
+                 f"{history.direction}", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def history_section(history: History, plot: Path) -> tuple[list[str], str | None]:
+    """The markdown of one history, and the line printed for a study (None for plain jobs)."""
+    lines = ["", f"## Optimisation history: {history.title}", ""]
+    lines += [f"- {note}" for note in history.notes]
+    final = history.points[-1].best if history.points else None
+    best = next((p for p in history.points if p.state == "completed" and p.value == final), None)
+    if history.study is None:
+        lines.append(f"- {len(history.points)} jobs ({history.counts()}); no stored Optuna study behind them, so "
+                     "no parameter importances")
+        return [*lines, "", f"![optimization history]({plot.name})"], None
+    lines.append(f"- `{history.storage}`, {history.direction}: {len(history.points)} trials ({history.counts()}), "
+                 f"{history.in_sweeps} of them in the sweep directories above"
+                 + (f"; best trial #{best.number} = {_fmt(best.value)}" if best else ""))
+    found, why = importances(history.study)
+    if why:
+        lines.append(f"- {why}")
+        printed = why
+    else:
+        done = sum(p.state == "completed" for p in history.points)
+        lines += [f"- parameter importances (Optuna, PED-ANOVA, from {done} completed trials):", "",
+                  markdown(["parameter", "importance"], [[k, v] for k, v in found.items()])]
+        printed = "importances " + ", ".join(f"{k} {v:.2f}" for k, v in found.items())
+    lines += ["", f"![optimization history]({plot.name})"]
+    return lines, f"{history.title}: {len(history.points)} trials ({history.counts()}); {printed}"
+
+
 def write_report(*sweep_dirs: str | Path, metric: str | None = None, direction: str | None = None,
                  top: int = 3, out: str | Path | None = None) -> Path:
     """Write the report of one sweep, or of several together (e.g. the invocations of one resumed Optuna
     study), and return the markdown file's path."""
     matplotlib = require_extra("matplotlib", "report", "llm-report")  # plots
     matplotlib.use("Agg")  # files only, no display needed
-    dirs = [Path(d) for d in sweep_dirs]
+    dirs = list({Path(d).resolve(): Path(d) for d in sweep_dirs}.values())  # a directory given twice: once
     for sweep_dir in dirs:
         if not sweep_dir.is_dir():
             raise UserError(f"{sweep_dir}: not a directory")
     rows, metric, keys = build_rows(dirs, metric)
     direction = resolve_direction(direction, metric) if direction else sweep_direction(dirs[0], metric)
+    stories = histories([(r.job, r.value if r.job.status == "completed" else r.metrics.get(metric)) for r in rows],
+                        direction)  # rows still in sweep and job order
+    objective = next((r.job.results["optimized_metric"]["name"] for r in rows
+                      if (r.job.results or {}).get("optimized_metric", {}).get("name")), metric)
     rows = rank(rows, direction)
     out = Path(out) if out else dirs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -229,6 +306,13 @@ def write_report(*sweep_dirs: str | Path, metric: str | None = None, direction: 
     write_csv(out / "report.csv", header, body)
     plots = plot_metric_vs_params(rows, metric, keys, out)
     curves = plot_learning_curves(rows, metric, out, top)
+    sections, printed = [], []
+    for history in stories:
+        name = "optimization_history" + (f"_{_safe(history.title)}" if len(stories) > 1 else "") + ".png"
+        plot = plot_history(history, objective if history.study is not None else metric, out / name)
+        section, line = history_section(history, plot)
+        sections += section
+        printed += [line] if line else []
     failed = [r for r in rows if r.job.status not in ("completed", "pruned")]
     pruned = [r for r in rows if r.job.status == "pruned"]
     best = rows[0] if rows[0].value is not None else None
@@ -242,11 +326,14 @@ def write_report(*sweep_dirs: str | Path, metric: str | None = None, direction: 
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     if curves:
         lines.append(f"![learning curves]({curves.name})")
+    lines += sections
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     summary = f"best job {best.label}: {metric}={_fmt(best.value)}" if best else "no completed job"
-    print(f"report: {len(rows)} jobs, {f'{len(pruned)} pruned, ' if pruned else ''}{len(failed)} failed, {summary} -> {report} (+ report.csv, "
-          f"{len(plots) + bool(curves)} plots)")
+    print(f"report: {len(rows)} jobs, {f'{len(pruned)} pruned, ' if pruned else ''}{len(failed)} failed, {summary} "
+          f"-> {report} (+ report.csv, {len(plots) + bool(curves) + len(stories)} plots)")
+    for line in printed:
+        print(f"report: {line}")
     return report
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_llm import compat
@@ -90,6 +90,14 @@ class TrialLink:
     @classmethod
     def from_env(cls) -> TrialLink | None:
         text = os.environ.get(TRIAL_ENV)
+        return cls(**json.loads(text)) if text else None
+
+    @classmethod
+    def from_job_dir(cls, job_dir: Path) -> TrialLink | None:
+        """The link the sweeper gave a finished (or killed) job, from the `env_set` Hydra saved in its
+        .hydra/hydra.yaml; None for a job of a grid sweep or of an in-memory study."""
+        path = job_dir / ".hydra" / "hydra.yaml"
+        text = OmegaConf.select(OmegaConf.load(path), f"hydra.job.env_set.{TRIAL_ENV}") if path.is_file() else None
         return cls(**json.loads(text)) if text else None
 
     def open(self) -> optuna.trial.Trial:
