@@ -5,7 +5,7 @@ errors; what a command can run is its `Accepts`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ class LoadedModel:
     task: str  # one of the command's `Accepts.tasks`
     source: str  # the .ckpt file, HF directory or hub id actually loaded
     run_dir: Path | None  # the run that wrote it (its .hydra/ config); None for an HF dir outside a run or a hub id
-    hparams: dict[str, Any] = field(default_factory=dict)  # a checkpoint module's hyper-parameters ({} for HF)
+    hparams: dict[str, Any]  # a checkpoint module's hyper-parameters ({} for HF)
 
 
 def _resolve(model_path: str) -> tuple[str, str]:
