@@ -25,10 +25,11 @@ from lightning_llm.runtime import builders
 from lightning_llm.runtime.checkpoints import saved_run_config
 from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
-from lightning_llm.runtime.model_paths import is_classifier, load_hf_model, resolve_model_path
+from lightning_llm.runtime.model_paths import Accepts, load_model_path
 from lightning_llm.utils.io import write_dir_atomic, write_json_atomic
 
 METHODS = ("dynamic_int8",)
+ACCEPTS = Accepts(("classification",), "llm-compress quantizes sequence classifiers (it reports their test accuracy)")
 
 
 def check_settings(cfg: DictConfig) -> str:
@@ -84,12 +85,9 @@ def latency(models: dict[str, torch.nn.Module], batches: list[dict[str, torch.Te
 
 def compress(cfg: DictConfig) -> dict[str, Any]:
     backend = check_settings(cfg)
-    kind, where = resolve_model_path(str(cfg.model_path))
     with hf_progress_bars_off():
-        model, tokenizer = load_hf_model(str(cfg.model_path))
-    require(is_classifier(model), f"model_path: {cfg.model_path} holds a {type(model).__name__}; llm-compress "
-                                  f"quantizes sequence classifiers (it reports their test accuracy)")
-    model.float()
+        loaded = load_model_path(str(cfg.model_path), ACCEPTS)
+    model, tokenizer, where = loaded.model.float(), loaded.tokenizer, loaded.source
     run_cfg = OmegaConf.create({"data": _data_config(cfg, where), "allow_targets": list(allowed_targets(cfg))})
     datamodule = builders.build_datamodule(run_cfg, tokenizer, objective="classification")
     datamodule.prepare_data()

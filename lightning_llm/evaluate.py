@@ -23,8 +23,8 @@ from lightning_llm.runtime import builders
 from lightning_llm.runtime.argv import data_keys_onto_saved_config
 from lightning_llm.runtime.checkpoints import (
     load_module,
-    load_run_tokenizer,
     run_dir_of,
+    run_tokenizer,
     saved_run_config,
 )
 from lightning_llm.runtime.cli import launch, run_or_exit
@@ -69,7 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     require(not OmegaConf.is_missing(cfg, "ckpt_path") and bool(cfg.ckpt_path),
             "ckpt_path: required (a .ckpt file written by llm-train)")
     model = load_module(cfg.ckpt_path)
-    tokenizer = load_run_tokenizer(cfg.ckpt_path)
+    tokenizer = run_tokenizer(cfg.ckpt_path, "ckpt_path")
     allowed = list(allowed_targets(cfg))  # from this command line only, never from the saved run config
     data = OmegaConf.create({"data": _data_config(cfg), "allow_targets": allowed})
     check_settings(data)  # a typo in a data.* key is one line naming it

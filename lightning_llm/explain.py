@@ -16,15 +16,17 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.config import CONFIG_PATH
-from lightning_llm.errors import UserError, require
+from lightning_llm.errors import require
 from lightning_llm.interpret.attributions import class_index, explain_causal, explain_classification
 from lightning_llm.interpret.render import html_page, write_png
 from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
 from lightning_llm.runtime.extras import require_extra
 from lightning_llm.runtime.inputs import read_inline_or_file
-from lightning_llm.runtime.model_paths import is_causal_lm, is_classifier, load_hf_model
+from lightning_llm.runtime.model_paths import Accepts, load_model_path
 from lightning_llm.utils.io import write_text_atomic
+
+ACCEPTS = Accepts(("classification", "causal_lm"), "llm-explain explains sequence classifiers and causal LMs")
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -52,20 +54,17 @@ def explain(cfg: DictConfig) -> list[dict[str, Any]]:
     check_settings(cfg)
     texts = read_texts(cfg)
     with hf_progress_bars_off():
-        model, tokenizer = load_hf_model(str(cfg.model_path), trust_remote_code=bool(cfg.trust_remote_code))
-    model.float()
-    if is_classifier(model):
+        loaded = load_model_path(str(cfg.model_path), ACCEPTS, bool(cfg.trust_remote_code))
+    model, tokenizer = loaded.model.float(), loaded.tokenizer
+    if loaded.task == "classification":
         require(cfg.target_text is None, "target_text: only for causal LMs; a classifier takes target=<label>")
         target = class_index(model, cfg.target)
         records = [explain_classification(model, tokenizer, t, target, cfg.n_steps, cfg.internal_batch_size,
                                           cfg.max_length) for t in texts]
-    elif is_causal_lm(model):
+    else:
         require(cfg.target is None, "target: only for classifiers; a causal LM takes target_text=<continuation>")
         records = [explain_causal(model, tokenizer, t, cfg.target_text, cfg.n_steps, cfg.internal_batch_size)
                    for t in texts]
-    else:
-        raise UserError(f"model_path: {cfg.model_path} holds a {type(model).__name__}; llm-explain explains sequence "
-                        f"classifiers and causal LMs")
     out = Path(cfg.output_dir)
     write_text_atomic(out / "attributions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     write_text_atomic(out / "attributions.html", html_page(records, f"Attributions: {cfg.model_path}"))

@@ -12,16 +12,12 @@ from __future__ import annotations
 import copy
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
     GenerationConfig,
     PreTrainedModel,
     TextStreamer,
@@ -29,18 +25,14 @@ from transformers import (
 )
 
 from lightning_llm.config import CONFIG_PATH
-from lightning_llm.data.tokenizers import load_tokenizer
-from lightning_llm.errors import UserError, require
+from lightning_llm.errors import require
 from lightning_llm.modules.generation import generate_ids
-from lightning_llm.runtime.builders import tokenizer_dir
-from lightning_llm.runtime.checkpoints import load_module, looks_local, run_checkpoint, run_dir_of
 from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
 from lightning_llm.runtime.inputs import read_inline_or_file
+from lightning_llm.runtime.model_paths import Accepts, load_model_path
 from lightning_llm.utils.io import write_text_atomic
 
-_CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
-_TASKS = ("causal_lm", "seq2seq")
 DEFAULT_MAX_NEW_TOKENS = 50  # when neither the command line nor the model's generation_config sets it
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -93,55 +85,14 @@ def read_prompts(cfg: DictConfig) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- loading
-def _from_checkpoint(path: Path) -> tuple[PreTrainedModel, Any]:
-    module = load_module(path, key="model_path")
-    require(getattr(module, "task", None) in _TASKS,
-            f"model_path: {path} is a {getattr(module, 'task', 'non-generative')} checkpoint; llm-generate needs a "
-            f"causal LM (model=gpt) or a seq2seq model (model=seq2seq)")
-    run_dir = run_dir_of(path)
-    for candidate in (tokenizer_dir(run_dir), run_dir / "hf_model"):
-        if (candidate / "tokenizer_config.json").is_file():
-            return module.model, load_tokenizer(str(candidate), "model_path")
-    raise UserError(f"model_path: no tokenizer next to {path} (looked in {tokenizer_dir(run_dir)} and "
-                    f"{run_dir / 'hf_model'})")
-
-
-def _from_pretrained(name: str, trust_remote_code: bool) -> tuple[PreTrainedModel, Any]:
-    try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-        auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-        model = auto.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"model_path: cannot load a causal LM or seq2seq model from {name!r}: {first}") from err
-    architectures = model.config.architectures or []
-    require(model.config.is_encoder_decoder or not architectures
-            or any(a.endswith(_CAUSAL_ARCH_SUFFIXES) for a in architectures),
-            f"model_path: {name} holds a {'/'.join(architectures)}, not a causal LM or a seq2seq model")
-    return model, load_tokenizer(name, "model_path", trust_remote_code)
+ACCEPTS = Accepts(("causal_lm", "seq2seq"), "llm-generate needs a causal LM (model=gpt) or a seq2seq model "
+                  "(model=seq2seq)", untagged="causal_lm")
 
 
 def load_for_generation(model_path: str, trust_remote_code: bool = False) -> tuple[PreTrainedModel, Any]:
-    """(HF model in eval mode, tokenizer) from a .ckpt, a run dir (hf_model/ or best checkpoint), an HF dir or a
-    hub id."""
-    path = Path(model_path).expanduser()
-    if path.is_file():
-        model, tokenizer = _from_checkpoint(path)
-    elif path.is_dir() and (path / "config.json").is_file():
-        model, tokenizer = _from_pretrained(str(path), trust_remote_code)
-    elif path.is_dir() and (path / "hf_model" / "config.json").is_file():
-        model, tokenizer = _from_pretrained(str(path / "hf_model"), trust_remote_code)
-    elif path.is_dir():
-        ckpt = run_checkpoint(path)
-        require(ckpt is not None, f"model_path: {path} has no config.json, hf_model/ or checkpoints/*.ckpt")
-        model, tokenizer = _from_checkpoint(ckpt)
-    elif looks_local(model_path):
-        raise UserError(f"model_path: not found: {model_path}")
-    else:
-        model, tokenizer = _from_pretrained(model_path, trust_remote_code)
-    if tokenizer.pad_token_id is None:  # GPT-style tokenizers: pad with EOS (masked out by the attention mask)
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return model.eval(), tokenizer
+    """(HF model in eval mode, tokenizer) of any `model_path=` form that holds a causal LM or a seq2seq model."""
+    loaded = load_model_path(model_path, ACCEPTS, trust_remote_code)
+    return loaded.model, loaded.tokenizer
 
 
 def context_length(model: PreTrainedModel) -> int | None:

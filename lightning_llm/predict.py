@@ -18,88 +18,33 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import (
-    AutoConfig,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    PreTrainedModel,
-)
+from transformers import PreTrainedModel
 
 from lightning_llm.config import CONFIG_PATH
 from lightning_llm.data.padding import PaddingCollator, auto_pad_multiple
 from lightning_llm.data.question_answering import QACollator, read_nested_squad
-from lightning_llm.data.tokenizers import load_tokenizer
-from lightning_llm.errors import UserError, first_line, require
+from lightning_llm.errors import UserError, require
 from lightning_llm.modules.question_answering import SquadMetric
-from lightning_llm.runtime.builders import tokenizer_dir
-from lightning_llm.runtime.checkpoints import load_module, looks_local, run_checkpoint, run_dir_of
 from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
+from lightning_llm.runtime.model_paths import Accepts, load_model_path
 from lightning_llm.utils.io import write_json_atomic, write_text_atomic
 
-# HF architecture suffix -> our task name (what a checkpoint's module declares as `task`).
-_TASKS = {"ForTokenClassification": "token_classification", "ForQuestionAnswering": "question_answering",
-          "ForSequenceClassification": "classification"}
-_AUTO = {"token_classification": AutoModelForTokenClassification,
-         "question_answering": AutoModelForQuestionAnswering, "classification": AutoModelForSequenceClassification}
+ACCEPTS = Accepts(("token_classification", "question_answering", "classification"),
+                  "llm-predict takes token classification, extractive QA or sequence classification models")
 _QA_SETTINGS = {"n_best_size": 20, "max_answer_length": 30, "null_score_diff_threshold": 0.0,
                 "version_2_with_negative": False}
 
 
 # ----------------------------------------------------------------------------------------------- loading
 def load_for_prediction(model_path: str, trust_remote_code: bool = False) -> tuple[PreTrainedModel, Any, str, dict]:
-    """(HF model in eval mode, tokenizer, task, settings): from a .ckpt (its module's hyper-parameters), a run
-    directory (its hf_model/, else its best checkpoint) or an HF model directory / hub id. `settings` holds what the
-    run knew: QA post-processing and the data's max_length/doc_stride."""
-    path = Path(model_path).expanduser()
-    if path.is_dir() and not (path / "config.json").is_file() and (path / "hf_model" / "config.json").is_file():
-        hf_dir, run_dir = path / "hf_model", path
-    elif path.is_dir() and (path / "config.json").is_file():
-        hf_dir, run_dir = path, path.parent if path.name == "hf_model" else None
-    elif path.is_dir():
-        ckpt = run_checkpoint(path)
-        require(ckpt is not None, f"model_path: {path} has no config.json, hf_model/ or checkpoints/*.ckpt")
-        return _from_checkpoint(ckpt)
-    elif path.is_file():
-        return _from_checkpoint(path)
-    elif looks_local(model_path):
-        raise UserError(f"model_path: not found: {model_path}")
-    else:
-        hf_dir, run_dir = model_path, None
-    try:
-        config = AutoConfig.from_pretrained(str(hf_dir), trust_remote_code=trust_remote_code)
-    except Exception as err:
-        raise UserError(f"model_path: cannot load a model config from {str(hf_dir)!r}: {first_line(err)}") from err
-    task = _task_of(config.architectures or [], str(hf_dir))
-    model = _AUTO[task].from_pretrained(str(hf_dir), trust_remote_code=trust_remote_code)
-    tokenizer = load_tokenizer(str(hf_dir), "model_path", trust_remote_code)
-    settings = _run_settings(run_dir) if run_dir is not None else {}
-    return model.eval(), tokenizer, task, settings
-
-
-def _task_of(architectures: Sequence[str], where: str) -> str:
-    for arch in architectures:
-        for suffix, task in _TASKS.items():
-            if arch.endswith(suffix):
-                return task
-    raise UserError(f"model_path: {where} holds a {'/'.join(architectures) or 'model of unknown architecture'}; "
-                    f"llm-predict takes token classification, extractive QA or sequence classification models")
-
-
-def _from_checkpoint(path: Path) -> tuple[PreTrainedModel, Any, str, dict]:
-    module = load_module(path, key="model_path")
-    task = getattr(module, "task", None)
-    require(task in _AUTO, f"model_path: {path} is a {task} checkpoint; llm-predict takes token_classification, "
-                           f"question_answering or classification")
-    run_dir = run_dir_of(path)
-    for candidate in (tokenizer_dir(run_dir), run_dir / "hf_model"):
-        if (candidate / "tokenizer_config.json").is_file():
-            settings = {k: module.hparams[k] for k in _QA_SETTINGS if module.hparams.get(k) is not None}
-            return module.model, load_tokenizer(str(candidate), "model_path"), task, {**_run_settings(run_dir),
-                                                                                     **settings}
-    raise UserError(f"model_path: no tokenizer next to {path} (looked in {tokenizer_dir(run_dir)} and "
-                    f"{run_dir / 'hf_model'})")
+    """(HF model in eval mode, tokenizer, task, settings) of any `model_path=` form. `settings` holds what the run
+    knew, so that predictions match its evaluation: the data's max_length/doc_stride and QA post-processing from
+    its saved config, a checkpoint's own hyper-parameters over those."""
+    loaded = load_model_path(model_path, ACCEPTS, trust_remote_code)
+    own = {k: loaded.hparams[k] for k in _QA_SETTINGS if loaded.hparams.get(k) is not None}
+    settings = _run_settings(loaded.run_dir) if loaded.run_dir is not None else {}
+    return loaded.model, loaded.tokenizer, loaded.task, {**settings, **own}
 
 
 def _run_settings(run_dir: Path) -> dict[str, Any]:

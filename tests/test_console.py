@@ -13,7 +13,7 @@ import pytest
 
 from lightning_llm import generate
 from lightning_llm.errors import UserError
-from lightning_llm.runtime import hardware
+from lightning_llm.runtime import hardware, model_paths
 from lightning_llm.runtime.argv import route_output_dir
 from lightning_llm.runtime.checkpoints import looks_local
 from lightning_llm.runtime.cli import print_config
@@ -162,7 +162,7 @@ def test_looks_local(tmp_path: Path, monkeypatch, name: str, local: bool) -> Non
 def test_mistyped_local_model_path_fails_at_once(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "outputs").mkdir()
-    monkeypatch.setattr(generate, "_from_pretrained", lambda *a: pytest.fail("treated as a hub id"))
+    monkeypatch.setattr(model_paths, "_from_pretrained", lambda *a: pytest.fail("treated as a hub id"))
     start = time.perf_counter()
     with pytest.raises(UserError, match=r"^model_path: not found: outputs/typo$"):
         generate.load_for_generation("outputs/typo")

@@ -8,6 +8,7 @@ import random
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,15 +23,21 @@ from transformers import (
 from lightning_llm.data.sources import BUNDLED_DIR
 from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.errors import UserError
-from lightning_llm.explain import check_settings, explain
+from lightning_llm.explain import ACCEPTS, check_settings, explain
 from lightning_llm.interpret.attributions import baseline_ids, explain_causal, explain_classification
-from lightning_llm.runtime.model_paths import load_hf_model
+from lightning_llm.runtime.model_paths import load_model_path
 
 pytest.importorskip("captum")
 
 FILLERS = ("the a film plot actor scene music was is very quite rather long short slow bright dark story ending "
            "camera light old new").split()
 TRIGGER = "zebra"
+
+
+def _load(path: Path) -> tuple[Any, Any]:
+    """(model, tokenizer) as llm-explain loads them."""
+    loaded = load_model_path(str(path), ACCEPTS)
+    return loaded.model, loaded.tokenizer
 
 
 def _sentence(rng: random.Random, trigger: bool) -> str:
@@ -99,7 +106,7 @@ def test_classifier_completeness_within_delta(trigger_classifier: Path, trained:
     (random, wide-init) model the delta shrinks with n_steps to ~0; the trained model is saturated (its
     probability jumps within ~5% of the path, so no step count is safe), there the identity must still hold."""
     if trained:
-        model, tokenizer = load_hf_model(str(trigger_classifier))
+        model, tokenizer = _load(trigger_classifier)
     else:  # a fixed vocabulary (the trained WordPiece's merges vary run to run); "zebra" splits into sub-words
         words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FILLERS, "zeb", "##ra"]
         tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})
@@ -133,7 +140,7 @@ def test_classifier_completeness_within_delta(trigger_classifier: Path, trained:
 
 
 def test_planted_trigger_word_gets_the_largest_attribution(trigger_classifier: Path) -> None:
-    model, tokenizer = load_hf_model(str(trigger_classifier))
+    model, tokenizer = _load(trigger_classifier)
     rng = random.Random(1)
     for _ in range(5):
         text = _sentence(rng, trigger=True)
@@ -147,7 +154,7 @@ def test_planted_trigger_word_gets_the_largest_attribution(trigger_classifier: P
 def test_causal_lm_completeness_for_a_continuation(tiny_gpt: Path) -> None:
     """Captum's LLMGradientAttribution: attributions sum to log P(continuation | prompt) - log P(... | baseline)
     within delta; log P recomputed here token by token."""
-    model, tokenizer = load_hf_model(str(tiny_gpt))
+    model, tokenizer = _load(tiny_gpt)
     record = explain_causal(model, tokenizer, "The clever crow sat", " on the", n_steps=32, internal_batch_size=16)
     ids = tokenizer("The clever crow sat on the")["input_ids"]
     prompt_len = len(tokenizer("The clever crow sat")["input_ids"])

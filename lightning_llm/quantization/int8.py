@@ -62,7 +62,7 @@ def quantize(fp32_dir: Path, model: PreTrainedModel, backend: str) -> PreTrained
     """The int8 model of `model` (saved as an HF folder at `fp32_dir`); `model` itself is left as it is."""
     if backend == "torch_ao":
         return _torch_ao_quantize(copy.deepcopy(model)).eval()
-    return auto_class(model.config.architectures).from_pretrained(
+    return auto_class(model.config).from_pretrained(
         str(fp32_dir), quantization_config=_torchao_config()).eval()
 
 
@@ -86,7 +86,7 @@ def load_quantized(folder: str | Path) -> PreTrainedModel:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(folder)
-    cls = auto_class(config.architectures)
+    cls = auto_class(config)
     if backend == "torchao":
         require_extra("torchao", "compress", f"loading {folder}")
         return cls.from_pretrained(folder).eval()

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.errors import UserError, first_line
+from lightning_llm.runtime.builders import tokenizer_dir
 
 
 def run_dir_of(ckpt_path: str | Path) -> Path:
@@ -38,13 +39,15 @@ def load_module(ckpt_path: str | Path, key: str = "ckpt_path", map_location: str
     return module.eval()
 
 
-def load_run_tokenizer(ckpt_path: str | Path) -> Any:
-    """The tokenizer a run saved next to its checkpoints (<run>/tokenizer, else <run>/hf_model)."""
+def run_tokenizer(ckpt_path: str | Path, key: str) -> Any:
+    """The tokenizer a run saved next to its checkpoints (<run>/tokenizer, else <run>/hf_model): a checkpoint holds
+    none. `key` names the setting in the error (llm-eval: ckpt_path, the inference commands: model_path)."""
     run_dir = run_dir_of(ckpt_path)
-    for candidate in (run_dir / "tokenizer", run_dir / "hf_model"):
-        if (candidate / "tokenizer_config.json").exists():
-            return load_tokenizer(str(candidate), "ckpt_path")
-    raise UserError(f"ckpt_path: no tokenizer found in {run_dir}/tokenizer or {run_dir}/hf_model")
+    for candidate in (tokenizer_dir(run_dir), run_dir / "hf_model"):
+        if (candidate / "tokenizer_config.json").is_file():
+            return load_tokenizer(str(candidate), key)
+    raise UserError(f"{key}: no tokenizer next to {ckpt_path} (looked in {tokenizer_dir(run_dir)} and "
+                    f"{run_dir / 'hf_model'})")
 
 
 def saved_run_config(ckpt_path: str | Path) -> DictConfig | None:
