@@ -286,6 +286,14 @@ class HFTaskModule(pl.LightningModule):
                         print(f"model.learning_rate={target:g} (the checkpoint's schedule peaked at {restored:g}): "
                               f"resumed schedule rescaled to it")
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """`trainer.max_steps` ends training wherever it falls, and Lightning validates only on its schedule (epoch
+        end): a budget inside the first epoch left no validation at all (early stopping and the best checkpoint
+        crashed on the missing metric), a later one left its last steps unvalidated. Asking the trainer to stop on
+        the last step makes Lightning validate that batch (its early-stopping path), once, on every rank."""
+        if 0 < self.trainer.max_steps <= self.trainer.global_step:
+            self.trainer.should_stop = True
+
     # ----------------------------------------------------------------- checkpoints and export
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets `llm-eval`/`llm-generate` pick the module class from the checkpoint alone.
