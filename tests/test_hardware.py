@@ -307,3 +307,20 @@ def test_bf16_mixed_with_clipping_keeps_fused_adamw_and_clips(compose_cfg) -> No
     model.configure_gradient_clipping(ZeroLikeOptimizer(trainer.optimizers[0].param_groups), 1e-3, "norm")
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in decay + no_decay]))
     assert float(norm) == pytest.approx(1e-3, rel=1e-4)  # handed to the precision plugin (DeepSpeed's: no-op)
+
+
+def test_precision_plugins_of_fsdp_and_deepspeed_clip_as_the_module_assumes() -> None:
+    """What `HFTaskModule.configure_gradient_clipping` relies on, built on CPU (the strategies themselves need CUDA):
+    Lightning's FSDP plugin refuses norm clipping (so under FSDP the module clips through the root module's
+    `clip_grad_norm_`) and has no scaler under bf16-mixed; DeepSpeed's plugin leaves clipping to DeepSpeed."""
+    from pytorch_lightning.plugins.precision import DeepSpeedPrecision, FSDPPrecision
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    fsdp = FSDPPrecision("bf16-mixed")
+    assert fsdp.scaler is None
+    with pytest.raises(MisconfigurationException, match="gradient_clip_algorithm='norm'"):
+        fsdp.clip_gradients(torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1), 1.0)
+    param = torch.nn.Parameter(torch.ones(3))
+    param.grad = torch.full((3,), 10.0)
+    DeepSpeedPrecision("bf16-mixed").clip_gradients(torch.optim.SGD([param], lr=0.1), 1.0)
+    assert torch.equal(param.grad, torch.full((3,), 10.0))
