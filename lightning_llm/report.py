@@ -1,6 +1,7 @@
 """`llm-report <multirun dir>...`: what a sweep found, without W&B. Writes <dir>/report/: report.md and
-report.csv (swept overrides vs final metrics, best first; failed jobs listed with their error), a plot of the
-optimized metric against each swept parameter, and the learning curves of the best runs (csv logger)."""
+report.csv (swept overrides vs results.json metrics: the best checkpoint's `val` and `test`; best first; failed
+jobs listed with their error), a plot of the optimized metric against each swept parameter, and the learning curves
+of the best runs (csv logger)."""
 
 from __future__ import annotations
 
