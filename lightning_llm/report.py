@@ -1,5 +1,5 @@
 """`llm-report <multirun dir>...`: what a sweep found, without W&B. Writes <dir>/report/: report.md and
-report.csv (swept overrides vs final metrics, best first; pruned trials with their step, failed jobs with their
+report.csv (swept overrides vs results.json metrics: the best checkpoint's `val` and `test`; best first; pruned trials with their step, failed jobs with their
 error), a plot of the optimized metric against each swept parameter, the learning curves of the best runs (csv
 logger), and the optimisation history: objective per trial and best so far, with Optuna's parameter importances
 when the jobs belong to a stored study (read from the study, so a study spread over several sweep directories

@@ -115,3 +115,23 @@ def test_user_csv_and_pretrained_dir_export_and_eval(run_cli, user_files, tmp_pa
     evaluated = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["test"]
     for key, value in results["test"].items():
         assert evaluated[key] == pytest.approx(value, rel=1e-5), key
+
+
+@pytest.mark.parametrize(("budget", "validated_at"), [([], [4]), (["++trainer.limit_train_batches=3"], [3, 4])])
+def test_max_steps_inside_an_epoch_ends_with_a_validation(compose_cfg, tmp_path: Path, budget: list[str],
+                                                          validated_at: list[int]) -> None:
+    """`trainer.max_steps=4` stopping training inside an epoch (the first: step 4 of 375; or the second, epochs of 3
+    steps): the final weights are validated, so early stopping and the best checkpoint find their metric (inside
+    the first epoch it crashed with "Early stopping conditioned on metric `val/acc` which is not available") and
+    results.json has val and test metrics."""
+    cfg = compose_cfg([*TINY_BERT, "trainer.max_steps=4", "data.batch_size=8", "++trainer.limit_val_batches=2",
+                       "++trainer.limit_test_batches=1", "export=false", *budget])
+    results = train(cfg)
+    assert results["status"] == "completed"
+    checkpoints = tmp_path / "run" / "checkpoints"
+    saved = [torch.load(path, weights_only=True) for path in (checkpoints / "last.ckpt", results["best_checkpoint"])]
+    assert saved[0]["global_step"] == 4 and saved[1]["global_step"] in validated_at
+    rows = [r for r in csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")) if r.get("val/loss")]
+    assert len(rows) == len(validated_at)
+    assert results["val_last"]["val/loss"] == pytest.approx(float(rows[-1]["val/loss"]), rel=1e-6)
+    assert {"test/acc", "test/loss"} <= set(results["test"])

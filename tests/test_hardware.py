@@ -268,7 +268,9 @@ def test_gpu_check_script_on_gpu(tmp_path: Path) -> None:
 def test_bf16_mixed_with_clipping_keeps_fused_adamw_and_clips(compose_cfg) -> None:
     """bf16-mixed has no gradient scaler, so fused AdamW stays on with norm clipping (Lightning's mixed-precision
     plugin would refuse the pair: the base module clips itself); the norm after clipping is the clip value. The
-    decay groups are those of the parameters' shapes at construction (FSDP later flattens them)."""
+    decay groups are those of the parameters' shapes at construction (FSDP later flattens them). An optimizer
+    that is no torch Optimizer (DeepSpeed's ZeRO wrapper; it crashed on `.defaults`) goes to the precision
+    plugin."""
     from pytorch_lightning import Callback
 
     from lightning_llm.runtime import builders
@@ -295,3 +297,30 @@ def test_bf16_mixed_with_clipping_keeps_fused_adamw_and_clips(compose_cfg) -> No
     assert norms and all(n == pytest.approx(1e-3, rel=1e-2) for n in norms)
     decay, no_decay = (group["params"] for group in trainer.optimizers[0].param_groups)
     assert all(p.ndim >= 2 for p in decay) and all(p.ndim < 2 for p in no_decay) and decay and no_decay
+
+    class ZeroLikeOptimizer:  # DeepSpeed's ZeRO optimizer, what the hook gets there: param_groups, no `defaults`
+        def __init__(self, param_groups: list[dict]) -> None:
+            self.param_groups = param_groups
+
+    for p in decay + no_decay:
+        p.grad = torch.ones_like(p)
+    model.configure_gradient_clipping(ZeroLikeOptimizer(trainer.optimizers[0].param_groups), 1e-3, "norm")
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in decay + no_decay]))
+    assert float(norm) == pytest.approx(1e-3, rel=1e-4)  # handed to the precision plugin (DeepSpeed's: no-op)
+
+
+def test_precision_plugins_of_fsdp_and_deepspeed_clip_as_the_module_assumes() -> None:
+    """What `HFTaskModule.configure_gradient_clipping` relies on, built on CPU (the strategies themselves need CUDA):
+    Lightning's FSDP plugin refuses norm clipping (so under FSDP the module clips through the root module's
+    `clip_grad_norm_`) and has no scaler under bf16-mixed; DeepSpeed's plugin leaves clipping to DeepSpeed."""
+    from pytorch_lightning.plugins.precision import DeepSpeedPrecision, FSDPPrecision
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    fsdp = FSDPPrecision("bf16-mixed")
+    assert fsdp.scaler is None
+    with pytest.raises(MisconfigurationException, match="gradient_clip_algorithm='norm'"):
+        fsdp.clip_gradients(torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1), 1.0)
+    param = torch.nn.Parameter(torch.ones(3))
+    param.grad = torch.full((3,), 10.0)
+    DeepSpeedPrecision("bf16-mixed").clip_gradients(torch.optim.SGD([param], lr=0.1), 1.0)
+    assert torch.equal(param.grad, torch.full((3,), 10.0))

@@ -258,12 +258,15 @@ class HFTaskModule(pl.LightningModule):
                                     gradient_clip_algorithm: str | None = None) -> None:
         """Norm clipping where Lightning's precision plugins refuse it: FSDP (the norm must be taken over all
         shards: the root module's `clip_grad_norm_`) and a fused optimizer without a gradient scaler (bf16-mixed:
-        the gradients are not scaled, so plain norm clipping is right). Anything else: Lightning's own path."""
+        the gradients are not scaled, so plain norm clipping is right). Anything else: Lightning's own path, which
+        under DeepSpeed is a no-op (DeepSpeed clips inside its step, from `trainer.gradient_clip_val`); its ZeRO
+        optimizer, the one passed here, is no `torch.optim.Optimizer` and has no `defaults`."""
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
             if isinstance(self.trainer.strategy, FSDPStrategy):
                 self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
                 return
-            if optimizer.defaults.get("fused") and getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            fused = isinstance(optimizer, torch.optim.Optimizer) and optimizer.defaults.get("fused")
+            if fused and getattr(self.trainer.precision_plugin, "scaler", None) is None:
                 params = [p for group in optimizer.param_groups for p in group["params"]]
                 torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
                 return
@@ -285,6 +288,14 @@ class HFTaskModule(pl.LightningModule):
                     if index == 0 and self.trainer.is_global_zero:
                         print(f"model.learning_rate={target:g} (the checkpoint's schedule peaked at {restored:g}): "
                               f"resumed schedule rescaled to it")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """`trainer.max_steps` ends training wherever it falls, and Lightning validates only on its schedule (epoch
+        end): a budget inside the first epoch left no validation at all (early stopping and the best checkpoint
+        crashed on the missing metric), a later one left its last steps unvalidated. Asking the trainer to stop on
+        the last step makes Lightning validate that batch (its early-stopping path), once, on every rank."""
+        if 0 < self.trainer.max_steps <= self.trainer.global_step:
+            self.trainer.should_stop = True
 
     # ----------------------------------------------------------------- checkpoints and export
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -132,8 +132,8 @@ def log_config(loggers: list[Any], config: dict[str, Any]) -> None:
 
 
 def finish_loggers(loggers: list[Any], config: dict[str, Any], results: dict[str, Any]) -> None:
-    """End of a job: the config + final metrics as a TensorBoard HParams session, the outcome in the W&B
-    summary, and the W&B run finished so the next job of a sweep starts its own."""
+    """End of a job: the config + metrics as a TensorBoard HParams session (it shows each tag's last logged
+    value), the outcome in the W&B summary, and the W&B run finished so the next job of a sweep starts its own."""
     final = {**(results.get("val") or {}), **(results.get("test") or {})}
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
