@@ -40,7 +40,8 @@ def test_only_adapters_and_head_train_a_small_share() -> None:
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or ".classifier.modules_to_save." in n for n in trainable), trainable
     assert any("query.lora_A" in n for n in trainable) and any("value.lora_B" in n for n in trainable)
-    assert not any("key.lora" in n for n in trainable)  # BERT's default targets: query, value
+    assert not any("key.lora" in n for n in trainable)  # BERT's default targets: query, value, word embeddings
+    assert any("word_embeddings.lora_embedding_A" in n for n in trainable)
     share, total = adapters.trainable_share(module.model)
     assert share / total < 0.05
     assert f"({100 * share / total:.2f}%)" in adapters.describe(module.model)
@@ -89,10 +90,24 @@ def test_config_switch_and_bad_settings(compose_cfg) -> None:
     cfg = compose_cfg(["peft=lora", "model.peft.r=4"])
     assert cfg.model.peft.r == 4 and cfg.model.peft.target_modules is None
     assert compose_cfg().model.peft == {}
+    # LoRA's learning rate replaces the experiment's (a full fine-tuning one); the command line's wins over both
+    assert compose_cfg(["experiment=classify_demo"]).model.learning_rate == 1e-3
+    assert compose_cfg(["experiment=classify_demo", "peft=lora"]).model.learning_rate == 3e-3
+    assert compose_cfg(["experiment=classify_demo", "peft=lora", "model.learning_rate=1e-4"]).model.learning_rate \
+        == 1e-4
     with pytest.raises(UserError, match=r"model.peft.dropout=1.5: must be in \[0, 1\)"):
         adapters.settings_from({**LORA, "dropout": 1.5})
     with pytest.raises(UserError, match=r"model.peft.target_modules=\['nope'\]: No modules were targeted"):
         SequenceClassificationModule(model_type="bert", peft={**LORA, "target_modules": ["nope"]}, **TINY)
+
+
+def test_settings_stay_as_given() -> None:
+    """peft extends the modules_to_save list it gets with the task head: the run's hyper-parameters must not grow
+    (they would, once more, on every checkpoint reload)."""
+    peft = {**LORA, "modules_to_save": ["classifier"], "target_modules": ["query"]}
+    module = SequenceClassificationModule(model_type="bert", peft=peft, **TINY)
+    assert module.hparams.peft["modules_to_save"] == ["classifier"] and peft["modules_to_save"] == ["classifier"]
+    assert module.hparams.peft["target_modules"] == ["query"]
 
 
 def test_missing_peft_extra_is_one_line(monkeypatch) -> None:
@@ -119,7 +134,8 @@ def test_lora_learns_from_a_pretrained_encoder_exports_and_evals(run_cli, tmp_pa
     proc = run_cli("lightning_llm.train", *common, "model.peft=lora", f"model.pretrained_model_name_or_path={encoder}",
                    "model.learning_rate=5e-3", f"paths.output_dir={run}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "LoRA r=8 alpha=16 on query, value + classifier in full:" in proc.stdout
+    assert "LoRA r=8 alpha=16 on query, value, word_embeddings + classifier in full:" in proc.stdout
+    assert ", learning rate 0.005" in proc.stdout
     results = json.loads((run / "results.json").read_text())
     # balanced labels: chance and majority are 0.5 (400 test examples: 0.65 is ~6 standard errors above); measured 0.70
     assert results["test"]["test/acc"] > 0.65

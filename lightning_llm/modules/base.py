@@ -224,8 +224,8 @@ class HFTaskModule(pl.LightningModule):
         self._log_stage("test")
 
     def on_fit_start(self) -> None:
-        if self.has_adapter and self.trainer.is_global_zero:
-            print(adapters.describe(self.model))
+        if self.has_adapter and self.trainer.is_global_zero:  # the rate too: peft=lora brings its own default
+            print(f"{adapters.describe(self.model)}, learning rate {self.hparams.learning_rate:g}")
 
     def on_fit_end(self) -> None:
         line = self.fit_summary(self.trainer.callback_metrics)
