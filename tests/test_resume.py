@@ -34,8 +34,10 @@ TASKS = {
     "ddp_spawn": [*TINY_BERT, "hardware=ddp_sim"],
     # LoRA: the frozen base, the adapters and their optimizer state all come back.
     "lora": [*TINY_BERT, "peft=lora"],
+    # Length-grouped batches: the grouped order continues where it stopped.
+    "group_by_length": [*TINY_BERT, "data.group_by_length=true"],
 }
-SLOW = {"classification", "gpt", "ddp", "ddp_spawn", "lora"}
+SLOW = {"classification", "gpt", "ddp", "ddp_spawn", "lora", "group_by_length"}
 KILL_AT = 3
 PREEMPT = ["+callbacks.fault._target_=lightning_llm.callbacks.FaultInjection",
            f"+callbacks.fault.sigterm_at_step={KILL_AT}"]

@@ -23,7 +23,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lightning_llm.config.schema import NonNegative, OpenUnitFraction, Positive
 from lightning_llm.data.padding import auto_pad_multiple
-from lightning_llm.data.samplers import EvaluationSampler, ResumableRandomSampler
+from lightning_llm.data.samplers import EvaluationSampler, LengthGroupedSampler, ResumableRandomSampler
 from lightning_llm.data.sources import SPLITS, load_raw, source_fingerprint, stable_hash
 from lightning_llm.errors import UserError
 
@@ -95,7 +95,7 @@ class CachedTextDataModule(pl.LightningDataModule):
                  eval_batch_size: Positive[int] | Literal["auto"] | None = "auto",
                  pad_to_multiple_of: Positive[int] | Literal["auto"] | None = "auto", num_workers: NonNegative[int] = 0,
                  pin_memory: bool | None = None, preprocessing_num_workers: Positive[int] | None = None,
-                 cache_dir: str = ".cache/lightning_llm", seed: int = 42,
+                 cache_dir: str = ".cache/lightning_llm", seed: int = 42, group_by_length: bool = False,
                  splits: Sequence[str] | None = None) -> None:
         super().__init__()
         if objective is None and len(self.objectives) == 1:
@@ -120,6 +120,7 @@ class CachedTextDataModule(pl.LightningDataModule):
         # Batches are padded to their longest row, rounded up to this ("auto": 8 on CUDA, none on CPU).
         self.pad_to_multiple_of = auto_pad_multiple() if pad_to_multiple_of == "auto" else pad_to_multiple_of
         self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.group_by_length = group_by_length  # training batches of similar lengths (see `LengthGroupedSampler`)
         self.preprocessing_num_workers = preprocessing_num_workers
         self.cache_dir = Path(cache_dir)
         self.datasets: DatasetDict | None = None
@@ -240,10 +241,23 @@ class CachedTextDataModule(pl.LightningDataModule):
                   "persistent_workers": self.num_workers > 0}
         if not shuffle:
             return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=self._eval_sampler(dataset), **common)
-        # A stateful loader and a sampler shuffling by (seed, epoch) let a mid-epoch resume continue with the same
+        # A stateful loader and a sampler ordering by (seed, epoch) let a mid-epoch resume continue with the same
         # data order; the generator only seeds workers (the global RNG is left alone).
-        return StatefulDataLoader(dataset, batch_size=self.batch_size, sampler=ResumableRandomSampler(dataset, self.seed),
+        return StatefulDataLoader(dataset, batch_size=self.batch_size, sampler=self._train_sampler(dataset),
                                   generator=torch.Generator().manual_seed(self.seed), **common)
+
+    def _train_sampler(self, dataset: Dataset) -> ResumableRandomSampler | LengthGroupedSampler:
+        """Shuffled rows, or with `group_by_length` rows grouped by the length of their `input_ids` (the
+        Trainer's `model_input_name`), sharded over the ranks by the sampler itself (Lightning leaves it alone)."""
+        if not self.group_by_length:
+            return ResumableRandomSampler(dataset, self.seed)
+        lengths = row_lengths(dataset, "input_ids")
+        if lengths is None:
+            raise UserError(f"data.group_by_length=true needs an input_ids column (the training split has "
+                            f"{', '.join(dataset.column_names)})")
+        shard = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
+        return LengthGroupedSampler(dataset, lengths, self.batch_size, self.seed,
+                                    num_replicas=shard.get("num_replicas", 1), rank=shard.get("rank", 0))
 
     def _eval_sampler(self, dataset: Dataset) -> EvaluationSampler:
         """This rank's share of an evaluation split, longest rows first (see `EvaluationSampler`)."""

@@ -11,27 +11,23 @@ import torch
 from torch.utils.data import DistributedSampler, RandomSampler
 
 
-class ResumableRandomSampler(RandomSampler):
-    """Each epoch's permutation is drawn from `seed + epoch` alone (as `DistributedSampler` does); the position
-    inside the epoch is saved by `StatefulDataLoader` through `state_dict`.
+class _ResumableOrder:
+    """An epoch's order as a function of (seed, epoch) alone, resumable at any position: `StatefulDataLoader`
+    saves and restores the position through `state_dict`/`load_state_dict`; Lightning calls `set_epoch` before
+    each epoch's iterator is used."""
 
-    Why not `StatefulDataLoader(shuffle=True, generator=...)`: after a mid-epoch restore torchdata 0.11 leaves
-    its generator one draw behind, so every later epoch is shuffled differently from the uninterrupted run.
-    A `RandomSampler` subclass so that Lightning, under DDP, still swaps in a shuffling `DistributedSampler`.
-    Lightning calls `set_epoch` before each epoch's iterator is used.
-    """
+    seed: int
+    epoch: int
 
-    def __init__(self, data_source: Sized, seed: int) -> None:
-        super().__init__(data_source)
-        self.seed, self.epoch, self.yielded = int(seed), 0, 0
+    def _start_resumable(self) -> None:
+        self.yielded = 0
         self._resume_at: tuple[int, int] | None = None  # (epoch, position) from a checkpoint
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def _epoch_order(self) -> list[int]:
+        raise NotImplementedError
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.data_source), generator=generator).tolist()
+        order = self._epoch_order()
         start = self._resume_at[1] if self._resume_at and self._resume_at[0] == self.epoch else 0
         self._resume_at, self.yielded = None, start
         for index in order[start:]:
@@ -44,6 +40,56 @@ class ResumableRandomSampler(RandomSampler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = int(state["epoch"])
         self._resume_at = (self.epoch, int(state["yielded"]))
+
+
+class ResumableRandomSampler(_ResumableOrder, RandomSampler):
+    """Each epoch's permutation is drawn from `seed + epoch` alone (as `DistributedSampler` does).
+
+    Why not `StatefulDataLoader(shuffle=True, generator=...)`: after a mid-epoch restore torchdata 0.11 leaves
+    its generator one draw behind, so every later epoch is shuffled differently from the uninterrupted run.
+    A `RandomSampler` subclass so that Lightning, under DDP, still swaps in a shuffling `DistributedSampler`.
+    """
+
+    def __init__(self, data_source: Sized, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed, self.epoch = int(seed), 0
+        self._start_resumable()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _epoch_order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+class LengthGroupedSampler(_ResumableOrder, DistributedSampler):
+    """`data.group_by_length=true`: the order of transformers' `LengthGroupedSampler` (a random permutation cut
+    into megabatches of up to 50 batches, each sorted longest first, the longest row of all in the first batch),
+    so a batch holds rows of similar length and pads little, drawn from `seed + epoch` and resumable like
+    `ResumableRandomSampler`.
+
+    Transformers' own sampler is not used as is: it draws each epoch from one generator's running state, which a
+    mid-epoch resume cannot restore; its ordering function `get_length_grouped_indices` is. A `DistributedSampler`
+    subclass so that Lightning leaves it in place under DDP: the ranks take turns down the grouped order, padded
+    to equal shares as `DistributedSampler` pads (transformers' `DistributedLengthGroupedSampler` does the same),
+    so each rank's batches are length-grouped too.
+    """
+
+    def __init__(self, data_source: Sized, lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int,
+                 num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=True,  # type: ignore[arg-type]
+                         seed=int(seed))
+        self.lengths, self.batch_size = np.asarray(lengths).tolist(), batch_size
+        self._start_resumable()
+
+    def _epoch_order(self) -> list[int]:
+        from transformers.trainer_pt_utils import get_length_grouped_indices  # only when grouping is asked for
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
+        order = (order * -(-self.total_size // len(order)))[:self.total_size]  # equal shares, as DistributedSampler
+        return order[self.rank:self.total_size:self.num_replicas]
 
 
 class EvaluationSampler(DistributedSampler):
