@@ -199,9 +199,15 @@ def test_outputs_jsonl_html_png(compose_cfg, trigger_classifier: Path, tmp_path:
     explain(cfg)
     records = [json.loads(line) for line in (out / "attributions.jsonl").read_text().splitlines()]
     assert [r["text"] for r in records] == texts and all(r["target_label"] == "positive" for r in records)
+    model, tokenizer = load_hf_model(str(trigger_classifier))
     for r in records:
         assert len(r["tokens"]) == len(r["scores"]) and len(r["words"]) == len(r["word_scores"])
-        assert 0 < r["probability"] <= 1 and isinstance(r["delta"], float)
+        with torch.no_grad():  # the probabilities are the model's own for that text
+            probs = model(**tokenizer(r["text"], return_tensors="pt")).logits.softmax(-1)[0]
+        assert r["predicted_label"] == model.config.id2label[int(probs.argmax())]
+        assert r["probability"] == pytest.approx(float(probs.max()), abs=1e-6)
+        assert r["target_probability"] == pytest.approx(float(probs[1]), abs=1e-6)  # 1: positive
+        assert isinstance(r["delta"], float)
     page = _Page()
     page.feed((out / "attributions.html").read_text())
     page.close()
