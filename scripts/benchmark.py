@@ -3,6 +3,7 @@
     python scripts/benchmark.py all            # B1..B5, offline, < 10 minutes on 2 CPU cores
     python scripts/benchmark.py b1 b3          # some of them
     python scripts/benchmark.py all --smoke    # tiny sizes, one round: checks the code, not the speed
+    python scripts/benchmark.py b6 b7 b8       # the whole process at real shapes, < 10 minutes on 2 CPU cores
 
 Each benchmark runs both sides in this one process with identical weights, data and optimizer, alternates timed
 rounds A B A B after a warm-up, checks that the losses (or outputs) agree before any speed figure is trusted, and
@@ -17,7 +18,11 @@ reports the median over round pairs of baseline time / our time (> 1: we are fas
   B5  generation tokens/s vs transformers' generate (goal >= 0.95); KV cache on vs off
   B6  the whole llm-train process vs a transformers Trainer script doing the same work (train, evaluate each
       epoch, keep the best checkpoint, test it, save) at the MiniLM-L6 shape, A B A B in fresh processes; per-phase
-      and per-step ratios (goal >= 1.11, min 1.0). Not in `all`: ~8 minutes on 2 cores
+      and per-step ratios (goal >= 1.11, min 1.0): classification
+  B7  the same for masked LM (MiniLM-L6 shape, DataCollatorForLanguageModeling on the Trainer side)
+  B8  the same for causal LM (GPT-2-shaped 6x512 decoder, 16k vocabulary)
+      B6-B8 are not in `all` (~3 minutes each on 2 cores; scripts/bench/real_shape.py); --group-by-length and
+      --compile turn those options on for both sides
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from bench.harness import Result, markdown_table, offline_env, set_workdir_root 
 offline_env()  # before transformers/datasets/tokenizers are imported
 
 BENCHMARKS = ("b1", "b2", "b3", "b4", "b5")
+REAL_SHAPE = ("b6", "b7", "b8")  # not in `all`: fresh processes at real model sizes, minutes each
 
 
 def machine() -> str:
@@ -53,7 +59,8 @@ def machine() -> str:
             f"{gpu}; load average at start {load:.2f}")
 
 
-def run(name: str, smoke: bool, rounds: int | None, overrides: list[str], profile_to: Path | None) -> list[Result]:
+def run(name: str, smoke: bool, rounds: int | None, overrides: list[str], profile_to: Path | None,
+        options: list[str]) -> list[Result]:
     if name in ("b1", "b2"):
         from bench import training
 
@@ -66,10 +73,10 @@ def run(name: str, smoke: bool, rounds: int | None, overrides: list[str], profil
         sizes.overrides = tuple(overrides)
         sizes.profile_to = profile_to and profile_to / name
         return [getattr(training, name)(sizes, smoke=smoke)]
-    if name == "b6":
+    if name in REAL_SHAPE:
         from bench import real_shape
 
-        return real_shape.b6(smoke=smoke, pairs=rounds, overrides=overrides)
+        return real_shape.run(name, smoke=smoke, pairs=rounds, overrides=overrides, options=options)
     if name in ("b3", "b4"):
         from bench import data
 
@@ -81,11 +88,18 @@ def run(name: str, smoke: bool, rounds: int | None, overrides: list[str], profil
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="+", choices=[*BENCHMARKS, "b6", "all"], help="benchmarks to run")
+    parser.add_argument("which", nargs="+", choices=[*BENCHMARKS, *REAL_SHAPE, "all"], help="benchmarks to run")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and one round (tests the code only)")
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per side (default per benchmark)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="timed rounds per side (default per benchmark; B6-B8: process pairs, default 2)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra llm-train override for our side of B1/B2/B6 (repeatable), e.g. to bisect overheads")
+                        help="extra llm-train override for our side of B1/B2/B6-B8 (repeatable), e.g. to bisect "
+                             "overheads")
+    parser.add_argument("--group-by-length", action="store_true",
+                        help="B6-B8: length-grouped training batches on both sides (data.group_by_length, the "
+                             "Trainer's group_by_length)")
+    parser.add_argument("--compile", action="store_true",
+                        help="B6-B8: torch.compile on both sides (model.compile, the Trainer's torch_compile)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="B1/B2: cProfile each side's timed rounds (CPU time of its thread) into "
                              "DIR/<b1|b2>-<side>.prof and print a per-step summary (ratios under profiling are "
@@ -103,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         set_workdir_root(Path(tmp))
         for name in names:
             t0 = time.perf_counter()
-            for result in run(name, args.smoke, args.rounds, args.override, args.profile):
+            options = [o for o in ("group_by_length", "compile") if getattr(args, o)]
+            for result in run(name, args.smoke, args.rounds, args.override, args.profile, options):
                 results.append(result)
                 print(f"{result.name}: ratio {result.ratio if result.ratio is None else round(result.ratio, 3)} "
                       f"({result.ours} vs {result.baseline}); parity {result.parity}", flush=True)

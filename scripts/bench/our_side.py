@@ -6,7 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lightning_llm.train as entry  # noqa: E402  (what `llm-train` imports)
-from bench.phases import stamp  # noqa: E402
+from bench.stamps import stamp  # noqa: E402
 
 stamp("imported")
 sys.argv = ["llm-train", *sys.argv[1:]]

@@ -1,31 +1,12 @@
-"""Wall-clock phase stamps of one benchmarked process, written as JSON: `stamp()` for the script's own points and
-`PhaseTimer` (a Lightning callback, added to `llm-train` with `+callbacks.bench_phases=...`) for the loop's."""
+"""Lightning callbacks the real-shape benchmarks add to `llm-train` (`+callbacks.<name>._target_=bench.phases.X`):
+`PhaseTimer` stamps the loop's phases (scripts/bench/stamps.py), `FixedTrainingMasks` makes masked-LM training
+masks the same function of each batch that the Trainer side uses."""
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from pathlib import Path
-from typing import Any
-
 import pytorch_lightning as pl
 
-# Set by the driver: where to write the stamps (one JSON object, rewritten at each stamp).
-STAMPS_ENV = "BENCH_STAMPS"
-
-
-def stamp(name: str, accumulate: bool = False) -> None:
-    """Record `time.time()` under `name` (appended to a list when `accumulate`)."""
-    path = os.environ.get(STAMPS_ENV)
-    if not path:
-        return
-    stamps: dict[str, Any] = json.loads(Path(path).read_text()) if Path(path).exists() else {}
-    if accumulate:
-        stamps.setdefault(name, []).append(time.time())
-    else:
-        stamps[name] = time.time()
-    Path(path).write_text(json.dumps(stamps))
+from bench.stamps import stamp
 
 
 class PhaseTimer(pl.Callback):
@@ -47,3 +28,13 @@ class PhaseTimer(pl.Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         stamp("test_end")
+
+
+class FixedTrainingMasks(pl.Callback):
+    """Training masks seeded by each batch's token ids, as our evaluation masks are (`MaskingCollator`'s
+    `deterministic`), instead of drawn from the global RNG: the Trainer side seeds its
+    `DataCollatorForLanguageModeling` by the same rule (bench/hf_common.py), so both sides train on the same masks
+    and their losses can be compared. The masking work itself is unchanged (plus one hash of the batch)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.datamodule.collate_fn.deterministic = True
