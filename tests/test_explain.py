@@ -199,7 +199,7 @@ def test_outputs_jsonl_html_png(compose_cfg, trigger_classifier: Path, tmp_path:
     explain(cfg)
     records = [json.loads(line) for line in (out / "attributions.jsonl").read_text().splitlines()]
     assert [r["text"] for r in records] == texts and all(r["target_label"] == "positive" for r in records)
-    model, tokenizer = load_hf_model(str(trigger_classifier))
+    model, tokenizer = _load(trigger_classifier)
     for r in records:
         assert len(r["tokens"]) == len(r["scores"]) and len(r["words"]) == len(r["word_scores"])
         with torch.no_grad():  # the probabilities are the model's own for that text
