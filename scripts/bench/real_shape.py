@@ -86,7 +86,7 @@ def _classification(root: Path, smoke: bool) -> Bench:
 
     from lightning_llm.data.tokenizers import _train_wordpiece
 
-    rows = 96 if smoke else 1024
+    rows = 96 if smoke else 768
     files = {split: _write_rows(BUNDLED / f"reviews_{split}.csv", root / f"{split}.csv",
                                 rows if split == "train" else None, header=True)
              for split in ("train", "validation", "test")}
@@ -119,8 +119,8 @@ def _corpus(root: Path, objective: str, smoke: bool) -> Bench:
     causal = objective == "causal_lm"
     texts = [t for t in (BUNDLED / "corpus_train.txt").read_text().splitlines() if t.strip()]
     block, batch = (128, 8) if causal else (64, 16)
-    # ~20 steps each; 2 evaluation batches per split (eval batch = 2 x batch).
-    train_blocks, eval_blocks = (48, 16) if smoke else ((160, 32) if causal else (320, 64))
+    # 16 training steps each; 2 evaluation batches per split (eval batch = 2 x batch).
+    train_blocks, eval_blocks = (48, 16) if smoke else ((128, 32) if causal else (256, 64))
     torch.manual_seed(0)
     if causal:
         from transformers import GPT2Config, GPT2LMHeadModel
