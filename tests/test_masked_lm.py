@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections import Counter
@@ -167,3 +168,31 @@ def test_mlm_demo_beats_the_most_frequent_token_baseline_in_one_epoch(tmp_path: 
     GlobalHydra.instance().clear()
     val = results["val"]
     assert val["val/mlm_acc"] > val["val/mlm_majority_acc"] + 0.1
+
+
+@pytest.mark.slow
+def test_a_pretrained_start_beats_scratch_on_a_small_budget(tmp_path: Path) -> None:
+    """The pretrain -> fine-tune claim, at the README's budget: an MLM on the review texts alone (20 epochs, no
+    labels), then the same 2-epoch fine-tune (pretrain_then_finetune) from its export and from scratch (the same
+    architecture). Measured (MLM seed 42; fine-tune seeds 1/2/3): test/acc 1.000/1.000/1.000 pretrained vs
+    0.705/0.795/0.695 from scratch; most frequent test label 0.5175. The budget matters: after a 5-epoch MLM
+    (val/mlm_acc 0.49 instead of 0.61) the pretrained start did not win (0.81/0.75/0.67 vs the same scratch runs).
+    ~1 min on 2 idle cores."""
+    bundled = Path(__file__).resolve().parents[1] / "lightning_llm" / "data" / "bundled"
+    texts = [f"data.{split}_file={bundled / f'reviews_{split}.csv'}" for split in ("train", "validation", "test")]
+    quiet = ["callbacks.rich_progress_bar=null", "logger=none"]
+    mlm = train(compose_run_config(tmp_path / "mlm", ["experiment=mlm_demo", *texts, "model.tokenizer_vocab_size=4000",
+                                                      "trainer.max_epochs=20", "test=false", *quiet]))
+    GlobalHydra.instance().clear()
+    assert mlm["val"]["val/mlm_acc"] > mlm["val"]["val/mlm_majority_acc"] + 0.3
+    accuracy = {}
+    for start, path in (("pretrained", mlm["hf_model"]), ("scratch", "null")):
+        accuracy[start] = train(compose_run_config(tmp_path / start, [
+            "experiment=pretrain_then_finetune", "seed=1", f"model.pretrained_model_name_or_path={path}",
+            "export=false", *quiet]))["test"]["test/acc"]
+        GlobalHydra.instance().clear()
+    with open(bundled / "reviews_test.csv", newline="") as f:
+        labels = Counter(row["label"] for row in csv.DictReader(f))
+    majority = max(labels.values()) / sum(labels.values())
+    assert accuracy["pretrained"] > accuracy["scratch"] + 0.15, accuracy
+    assert accuracy["pretrained"] > majority + 0.3, (accuracy, majority)
