@@ -177,7 +177,7 @@ def test_a_pretrained_start_beats_scratch_on_a_small_budget(tmp_path: Path) -> N
     architecture). Measured (MLM seed 42; fine-tune seeds 1/2/3): test/acc 1.000/1.000/1.000 pretrained vs
     0.705/0.795/0.695 from scratch; most frequent test label 0.5175. The budget matters: after a 5-epoch MLM
     (val/mlm_acc 0.49 instead of 0.61) the pretrained start did not win (0.81/0.75/0.67 vs the same scratch runs).
-    ~1 min on 2 idle cores."""
+    The 880 MLM steps dominate: 8.8 min of CPU (17 min wall on 2 cores shared at load average ~8)."""
     bundled = Path(__file__).resolve().parents[1] / "lightning_llm" / "data" / "bundled"
     texts = [f"data.{split}_file={bundled / f'reviews_{split}.csv'}" for split in ("train", "validation", "test")]
     quiet = ["callbacks.rich_progress_bar=null", "logger=none"]
