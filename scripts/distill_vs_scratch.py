@@ -2,10 +2,12 @@
 then experiment=distill_demo twice per seed, with the teacher (model.alpha as configured) and without it
 (model.alpha=1: cross-entropy only, the teacher is not run in training). Prints test accuracy, parameter counts and
 inference speed (examples/s, student and teacher timed side by side on the test batches) per seed, and the means.
+`--task causal_lm` does the same for causal LMs: a gpt_demo teacher, experiment=distill_gpt_demo, test perplexity.
 
     python scripts/distill_vs_scratch.py
     python scripts/distill_vs_scratch.py --teacher outputs/classify_teacher/hf_model --seeds 1 2 3
     python scripts/distill_vs_scratch.py --student trainer.max_epochs=3 model.hidden_size=64
+    python scripts/distill_vs_scratch.py --task causal_lm --seeds 1 2
 
 Each step is a plain `llm-train` command (printed before it runs), so any row can be reproduced by hand.
 CPU timings on a shared machine are noisy; the speed ratio is measured within one run.
@@ -21,6 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+# task -> (teacher experiment, student experiment, the metric compared)
+TASKS = {"classification": ("classify_demo", "distill_demo", "acc"),
+         "causal_lm": ("gpt_demo", "distill_gpt_demo", "ppl")}
 
 def llm_train(run_dir: Path, *overrides: str) -> dict:
     command = [sys.executable, "-m", "lightning_llm.train", *overrides, f"paths.output_dir={run_dir}",
@@ -32,31 +37,36 @@ def llm_train(run_dir: Path, *overrides: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", type=Path, default=None, help="a teacher's HF dir (default: train classify_demo)")
+    parser.add_argument("--task", choices=sorted(TASKS), default="classification")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="a teacher's HF dir (default: train classify_demo, or gpt_demo for causal_lm)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--student", nargs="*", default=[], help="extra overrides for both student runs")
-    parser.add_argument("--out", type=Path, default=Path("outputs/distill_vs_scratch"))
+    parser.add_argument("--out", type=Path, default=None, help="default: outputs/distill_vs_scratch/<task>")
     args = parser.parse_args()
+    teacher_experiment, student_experiment, metric = TASKS[args.task]
+    out = args.out or Path("outputs/distill_vs_scratch") / args.task
 
     teacher = args.teacher
     if teacher is None:
-        run = llm_train(args.out / "teacher", "experiment=classify_demo")
+        run = llm_train(out / "teacher", f"experiment={teacher_experiment}")
         teacher = Path(run["hf_model"])
-        print(f"teacher: test/acc {run['test']['test/acc']:.4f}")
+        print(f"teacher: test/{metric} {run['test'][f'test/{metric}']:.4f}")
     rows = []
     for seed in args.seeds:
-        common = ["experiment=distill_demo", f"model.teacher_name_or_path={teacher.resolve()}", f"seed={seed}",
-                  *args.student]
-        distilled = llm_train(args.out / f"distilled_seed{seed}", *common)
-        scratch = llm_train(args.out / f"scratch_seed{seed}", *common, "model.alpha=1")
+        common = [f"experiment={student_experiment}", f"model.teacher_name_or_path={teacher.resolve()}",
+                  f"seed={seed}", *args.student]
+        distilled = llm_train(out / f"distilled_seed{seed}", *common)
+        scratch = llm_train(out / f"scratch_seed{seed}", *common, "model.alpha=1")
         d = distilled["details"]["test"]
-        rows.append((d["student_acc"], scratch["test"]["test/acc"], d["teacher_acc"], d["student_speedup"]))
-        print(f"seed {seed}: test/acc distilled {rows[-1][0]:.4f}  without teacher {rows[-1][1]:.4f}  "
+        rows.append((d[f"student_{metric}"], scratch["test"][f"test/{metric}"], d[f"teacher_{metric}"],
+                     d["student_speedup"]))
+        print(f"seed {seed}: test/{metric} distilled {rows[-1][0]:.4f}  without teacher {rows[-1][1]:.4f}  "
               f"teacher {rows[-1][2]:.4f} | params student {d['student_params']:,} teacher {d['teacher_params']:,} "
               f"| student inference {d['student_speedup']:.1f}x the teacher's ({d['student_examples_per_s']:.0f} vs "
               f"{d['teacher_examples_per_s']:.0f} examples/s)", flush=True)
     means = [statistics.mean(col) for col in zip(*rows)]
-    print(f"mean over {len(rows)} seeds: test/acc distilled {means[0]:.4f}  without teacher {means[1]:.4f}  "
+    print(f"mean over {len(rows)} seeds: test/{metric} distilled {means[0]:.4f}  without teacher {means[1]:.4f}  "
           f"teacher {means[2]:.4f} | student inference {means[3]:.1f}x the teacher's")
 
 

@@ -1,4 +1,5 @@
-"""Knowledge distillation (`model=distill`): the loss, the teacher kept out of training state, a tiny run."""
+"""Knowledge distillation (`model=distill`, `model=distill_gpt`): the losses, the teacher kept out of training state,
+tiny runs."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import pytorch_lightning as pl
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from torch.utils.data import DataLoader
+from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
 from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.errors import UserError
-from lightning_llm.modules import DistillationModule
-from lightning_llm.modules.distillation import distillation_loss
+from lightning_llm.modules import CausalLMDistillationModule, DistillationModule
+from lightning_llm.modules.distillation import distillation_loss, next_token_distillation_loss
 from lightning_llm.train import train
 
 STUDENT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
@@ -109,3 +112,97 @@ def test_tiny_distillation_run_trains_and_reports_both_models(compose_cfg, tmp_p
     checkpoint = torch.load(results["last_checkpoint"], map_location="cpu", weights_only=True)
     assert not any("teacher" in k for k in checkpoint["state_dict"])
     assert json.loads((run / "hf_model" / "config.json").read_text())["hidden_size"] == STUDENT["hidden_size"]
+
+
+# ------------------------------------------------------------------------------------------------------ causal LM
+GPT_STUDENT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+               "max_position_embeddings": 32}
+
+
+def _gpt_teacher(directory: Path, vocab_size: int, tokenizer=None) -> Path:
+    """A random GPT-2, bigger than the student, with weights drawn wide (std 0.2, GPT-2's is 0.02) so that its
+    next-token distributions are far from uniform and depend on the context: something a student can be seen to
+    learn."""
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=48, n_layer=2, n_head=2, n_positions=32,
+                                       initializer_range=0.2, bos_token_id=0, eos_token_id=0))
+    model.save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _softmax(row: list[float], temperature: float) -> list[float]:
+    z = sum(math.exp(v / temperature) for v in row)
+    return [math.exp(v / temperature) / z for v in row]
+
+
+def test_next_token_kd_term_equals_a_hand_computation() -> None:
+    """KL per predicted token over the vocabulary: position t against target t + 1, padded targets (-100) left out,
+    the student's extra vocabulary rows (padding to a multiple of 8) cut off."""
+    torch.manual_seed(0)
+    teacher, student = torch.randn(2, 4, 3) * 2, torch.randn(2, 4, 4) * 2
+    labels = torch.tensor([[5, 1, 2, 0], [4, 2, -100, -100]])  # row 2: only position 0 predicts a token
+    temperature = 1.5
+    kls = []
+    for b, t in [(0, 0), (0, 1), (0, 2), (1, 0)]:
+        p_t = _softmax(teacher[b, t].tolist(), temperature)
+        p_s = _softmax(student[b, t, :3].tolist(), temperature)
+        kls.append(sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s)))
+    expected = sum(kls) / len(kls) * temperature ** 2
+    got = next_token_distillation_loss(student, teacher, labels, temperature).item()
+    assert got == pytest.approx(expected, rel=1e-6)
+    padded_all = torch.full_like(labels, -100)
+    assert next_token_distillation_loss(student, teacher, padded_all, temperature).item() == 0.0
+
+
+def test_causal_student_with_alpha_0_learns_the_teachers_distributions(tmp_path: Path) -> None:
+    """alpha=0: the student trains on the KL term alone, through Lightning's loop; its KL to the teacher on held-out
+    sequences falls well below the one at initialization (measured: to 0.67 of it after 20 steps; the rest of a random
+    teacher is context noise a 1-layer student cannot learn from 48 sequences), and the teacher gets no gradient."""
+    vocab = 50
+    teacher_dir = _gpt_teacher(tmp_path / "teacher", vocab)
+    torch.manual_seed(1)
+    module = CausalLMDistillationModule(teacher_name_or_path=str(teacher_dir), alpha=0.0, temperature=1.0,
+                                        vocab_size=vocab, learning_rate=1e-2, warmup_ratio=0.0, **GPT_STUDENT)
+    ids = torch.randint(0, vocab, (64, 16))
+    train_batches = [{"input_ids": ids[i:i + 8], "labels": ids[i:i + 8]} for i in range(0, 48, 8)]
+    held_out = {"input_ids": ids[48:], "labels": ids[48:]}
+
+    def kl_to_teacher() -> float:
+        module.eval()
+        with torch.no_grad():
+            logits = module.model(input_ids=held_out["input_ids"]).logits
+            return next_token_distillation_loss(logits, module.teacher_logits(held_out), held_out["labels"],
+                                                1.0).item()
+
+    module.setup("fit")
+    before = kl_to_teacher()
+    trainer = pl.Trainer(max_steps=20, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    trainer.fit(module, DataLoader(train_batches, batch_size=None, shuffle=False))
+    after = kl_to_teacher()
+    assert after < 0.85 * before, (before, after)
+    assert all(p.grad is None and not p.requires_grad for p in module.teacher.parameters())
+    assert not module.teacher.training
+
+
+def test_tiny_causal_lm_distillation_run_reports_both_models(compose_cfg, tmp_path: Path) -> None:
+    texts = (BUNDLED / "corpus_train.txt").read_text().splitlines()[:300]
+    tokenizer = train_tokenizer(texts, "bpe", 300, tmp_path / "tok")
+    teacher_dir = _gpt_teacher(tmp_path / "teacher", len(tokenizer), tokenizer=tokenizer)
+    results = train(compose_cfg(["model=distill_gpt", "data=text_corpus", f"model.teacher_name_or_path={teacher_dir}",
+                                 *[f"model.{k}={v}" for k, v in GPT_STUDENT.items()], "data.block_size=32",
+                                 "trainer.max_epochs=1", "++trainer.limit_train_batches=4",
+                                 "++trainer.limit_val_batches=2", "++trainer.limit_test_batches=2",
+                                 "trainer.log_every_n_steps=2", "callbacks.rich_progress_bar=null",
+                                 "callbacks.generation_samples=null"]))
+    run = tmp_path / "run"
+    assert "train/kd_loss" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
+    details, test = results["details"]["test"], results["test"]
+    assert details["student_ppl"] == pytest.approx(test["test/ppl"])
+    assert details["teacher_ppl"] == pytest.approx(test["test/teacher_ppl"])
+    assert details["student_params"] == sum(p.numel() for p in GPT2LMHeadModel.from_pretrained(run / "hf_model")
+                                            .parameters()) < details["teacher_params"]
+    checkpoint = torch.load(results["last_checkpoint"], map_location="cpu", weights_only=True)
+    assert not any("teacher" in k for k in checkpoint["state_dict"])
