@@ -137,7 +137,8 @@ def test_lora_learns_from_a_pretrained_encoder_exports_and_evals(run_cli, tmp_pa
     assert "LoRA r=8 alpha=16 on query, value, word_embeddings + classifier in full:" in proc.stdout
     assert ", learning rate 0.005" in proc.stdout
     results = json.loads((run / "results.json").read_text())
-    # balanced labels: chance and majority are 0.5 (400 test examples: 0.65 is ~6 standard errors above); measured 0.70
+    # balanced labels: chance and majority are 0.5 (400 test examples: 0.65 is ~6 standard errors above); measured
+    # 0.70, and 0.715 with the embeddings adapted too
     assert results["test"]["test/acc"] > 0.65
 
     module = load_module(results["best_checkpoint"])
