@@ -93,11 +93,10 @@ def auto_class(config: PretrainedConfig) -> Any:
     return _HEADS[task][1] if task else AutoModel
 
 
-def load_model_path(model_path: str, accepts: Accepts, trust_remote_code: bool = False,
-                    **from_pretrained: Any) -> LoadedModel:
+def load_model_path(model_path: str, accepts: Accepts, trust_remote_code: bool = False) -> LoadedModel:
     """The model of any `model_path=` form, refused in one line (before its weights load, for an HF model) unless
-    its task is one `accepts` lists. `from_pretrained` keywords (e.g. a `quantization_config`) apply to HF
-    directories and hub ids; `trust_remote_code` too (a checkpoint is rebuilt from our own module classes)."""
+    its task is one `accepts` lists. `trust_remote_code` applies to HF directories and hub ids (a checkpoint is
+    rebuilt from our own module classes)."""
     kind, where = _resolve(model_path)
     if kind == "checkpoint":
         module = load_module(where, key="model_path")
@@ -106,7 +105,7 @@ def load_model_path(model_path: str, accepts: Accepts, trust_remote_code: bool =
         model, tokenizer = module.model, run_tokenizer(where, "model_path")
         run_dir, hparams = run_dir_of(where), dict(module.hparams)
     else:
-        model, task = _from_pretrained(where, accepts, trust_remote_code, from_pretrained)
+        model, task = _from_pretrained(where, accepts, trust_remote_code)
         tokenizer = load_tokenizer(where, "model_path", trust_remote_code)
         run_dir, hparams = (Path(where).parent if Path(where).name == "hf_model" else None), {}
     if tokenizer.pad_token_id is None:  # GPT-style tokenizers: pad with EOS (masked out by the attention mask)
@@ -114,8 +113,7 @@ def load_model_path(model_path: str, accepts: Accepts, trust_remote_code: bool =
     return LoadedModel(model.eval(), tokenizer, task, where, run_dir, hparams)
 
 
-def _from_pretrained(where: str, accepts: Accepts, trust_remote_code: bool,
-                     kwargs: dict[str, Any]) -> tuple[PreTrainedModel, str]:
+def _from_pretrained(where: str, accepts: Accepts, trust_remote_code: bool) -> tuple[PreTrainedModel, str]:
     try:
         config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
     except Exception as err:
@@ -125,7 +123,7 @@ def _from_pretrained(where: str, accepts: Accepts, trust_remote_code: bool,
     require(task in accepts.tasks, f"model_path: {where} holds a "
                                    f"{'/'.join(architectures) or 'model of unknown architecture'}; {accepts.needs}")
     try:
-        model = _HEADS[task][1].from_pretrained(where, trust_remote_code=trust_remote_code, **kwargs)
+        model = _HEADS[task][1].from_pretrained(where, trust_remote_code=trust_remote_code)
     except Exception as err:
         raise UserError(f"model_path: cannot load a model from {where!r}: {first_line(err)}") from err
     return model, task
