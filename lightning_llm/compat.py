@@ -8,7 +8,9 @@ module of the package may import it without forming an import cycle.
 
 from __future__ import annotations
 
+import atexit
 import csv
+import threading
 import typing
 from collections.abc import Callable, Collection
 from typing import Any
@@ -188,6 +190,16 @@ def hydra_args(argv: list[str]) -> Any:
     from hydra._internal.utils import get_args_parser
 
     return get_args_parser().parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------------ Python
+def run_exit_hooks() -> None:
+    """What CPython's finalisation does before it tears the interpreter down, in its order: `threading`'s exit
+    hooks (concurrent.futures / joblib executors) and the join of non-daemon threads (`threading._shutdown`),
+    then the `atexit` handlers (`atexit._run_exitfuncs`). No public API runs them early; a process that ends with
+    `os._exit` (runtime/process_exit.py) calls this first."""
+    threading._shutdown()
+    atexit._run_exitfuncs()
 
 
 # ------------------------------------------------------------------------------------------------------ Optuna

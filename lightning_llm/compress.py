@@ -26,6 +26,7 @@ from lightning_llm.runtime.checkpoints import saved_run_config
 from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
 from lightning_llm.runtime.model_paths import Accepts, load_model_path
+from lightning_llm.runtime.process_exit import as_process
 from lightning_llm.utils.io import write_dir_atomic, write_json_atomic
 
 METHODS = ("dynamic_int8",)
@@ -158,5 +159,7 @@ def main() -> None:
     launch(_main, "compress")
 
 
+run = as_process(main)  # the console script
+
 if __name__ == "__main__":
-    main()
+    run()

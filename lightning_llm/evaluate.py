@@ -28,6 +28,7 @@ from lightning_llm.runtime.checkpoints import (
     saved_run_config,
 )
 from lightning_llm.runtime.cli import launch, run_or_exit
+from lightning_llm.runtime.process_exit import as_process
 from lightning_llm.runtime.results import collect_metrics
 from lightning_llm.utils.io import write_json_atomic
 
@@ -102,5 +103,7 @@ def main() -> None:
     launch(_main, "eval")
 
 
+run = as_process(main)  # the console script
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -24,6 +24,7 @@ from lightning_llm.runtime.console import hf_progress_bars_off
 from lightning_llm.runtime.extras import require_extra
 from lightning_llm.runtime.inputs import read_inline_or_file
 from lightning_llm.runtime.model_paths import Accepts, load_model_path
+from lightning_llm.runtime.process_exit import as_process
 from lightning_llm.utils.io import write_text_atomic
 
 ACCEPTS = Accepts(("classification", "causal_lm"), "llm-explain explains sequence classifiers and causal LMs")
@@ -97,5 +98,7 @@ def main() -> None:
     launch(_main, "explain")
 
 
+run = as_process(main)  # the console script
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -31,6 +31,7 @@ from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
 from lightning_llm.runtime.inputs import read_inline_or_file
 from lightning_llm.runtime.model_paths import Accepts, load_model_path
+from lightning_llm.runtime.process_exit import as_process
 from lightning_llm.utils.io import write_text_atomic
 
 DEFAULT_MAX_NEW_TOKENS = 50  # when neither the command line nor the model's generation_config sets it
@@ -159,5 +160,7 @@ def main() -> None:
     launch(_main, "generate")
 
 
+run = as_process(main)  # the console script
+
 if __name__ == "__main__":
-    main()
+    run()

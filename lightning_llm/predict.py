@@ -28,6 +28,7 @@ from lightning_llm.modules.question_answering import SquadMetric
 from lightning_llm.runtime.cli import launch, run_or_exit
 from lightning_llm.runtime.console import hf_progress_bars_off
 from lightning_llm.runtime.model_paths import Accepts, load_model_path
+from lightning_llm.runtime.process_exit import as_process
 from lightning_llm.utils.io import write_json_atomic, write_text_atomic
 
 ACCEPTS = Accepts(("token_classification", "question_answering", "classification"),
@@ -274,5 +275,7 @@ def main() -> None:
     launch(_main, "predict")
 
 
+run = as_process(main)  # the console script
+
 if __name__ == "__main__":
-    main()
+    run()

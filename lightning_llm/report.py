@@ -21,6 +21,7 @@ from hydra_plugins.lightning_llm_optuna.sweeper import resolve_direction
 from lightning_llm.errors import UserError
 from lightning_llm.runtime.cli import exit_on_user_error
 from lightning_llm.runtime.extras import require_extra
+from lightning_llm.runtime.process_exit import as_process
 from lightning_llm.tracking.jobs import (
     SweepJob,
     sweep_jobs,
@@ -351,5 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     write_report(*args.sweep_dirs, metric=args.metric, direction=args.direction, top=args.top, out=args.out)
 
 
+run = as_process(main)  # the console script
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -14,6 +14,7 @@ from lightning_llm.config.validation import resolve_ckpt_path, validate_train_co
 from lightning_llm.runtime import builders
 from lightning_llm.runtime.cli import launch, print_config, run_or_exit
 from lightning_llm.runtime.hardware import share_run_dir
+from lightning_llm.runtime.process_exit import as_process
 from lightning_llm.runtime.results import (
     checkpoint_val_metrics,
     collect_metrics,
@@ -77,5 +78,7 @@ def main() -> None:
     launch(_main, "train")
 
 
+run = as_process(main)  # the console script
+
 if __name__ == "__main__":
-    main()
+    run()
