@@ -60,7 +60,7 @@ def machine() -> str:
 
 
 def run(name: str, smoke: bool, rounds: int | None, overrides: list[str], profile_to: Path | None,
-        options: list[str]) -> list[Result]:
+        options: list[str], train_rows: int | None = None) -> list[Result]:
     if name in ("b1", "b2"):
         from bench import training
 
@@ -76,7 +76,8 @@ def run(name: str, smoke: bool, rounds: int | None, overrides: list[str], profil
     if name in REAL_SHAPE:
         from bench import real_shape
 
-        return real_shape.run(name, smoke=smoke, pairs=rounds, overrides=overrides, options=options)
+        return real_shape.run(name, smoke=smoke, pairs=rounds, overrides=overrides, options=options,
+                              train_rows=train_rows)
     if name in ("b3", "b4"):
         from bench import data
 
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="B1/B2: cProfile each side's timed rounds (CPU time of its thread) into "
                              "DIR/<b1|b2>-<side>.prof and print a per-step summary (ratios under profiling are "
                              "not representative)")
+    parser.add_argument("--train-rows", type=int, default=None, metavar="N",
+                        help="B6: training rows (default 768, ~15 s a side; all 3000: a real epoch of 94 steps)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     names = BENCHMARKS if "all" in args.which else tuple(dict.fromkeys(args.which))
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             t0 = time.perf_counter()
             options = [o for o in ("group_by_length", "compile") if getattr(args, o)]
-            for result in run(name, args.smoke, args.rounds, args.override, args.profile, options):
+            for result in run(name, args.smoke, args.rounds, args.override, args.profile, options, args.train_rows):
                 results.append(result)
                 print(f"{result.name}: ratio {result.ratio if result.ratio is None else round(result.ratio, 3)} "
                       f"({result.ours} vs {result.baseline}); parity {result.parity}", flush=True)

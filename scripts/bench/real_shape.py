@@ -84,13 +84,13 @@ def _lines_for_blocks(source: Path, target: Path, count: Callable[[str], int], b
     return target
 
 
-def _classification(root: Path, smoke: bool) -> Bench:
+def _classification(root: Path, smoke: bool, train_rows: int | None = None) -> Bench:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     from lightning_llm.data.tokenizers import _train_wordpiece
 
-    rows = 96 if smoke else 768
+    rows = 96 if smoke else train_rows or 768
     files = {split: _write_rows(BUNDLED / f"reviews_{split}.csv", root / f"{split}.csv",
                                 rows if split == "train" else None, header=True)
              for split in ("train", "validation", "test")}
@@ -248,9 +248,9 @@ def _compare(bench: Bench, smoke: bool, pairs: int | None, overrides: list[str],
 
 
 def run(name: str, smoke: bool = False, pairs: int | None = None, overrides: list[str] | None = None,
-        options: list[str] | None = None) -> list[Result]:
+        options: list[str] | None = None, train_rows: int | None = None) -> list[Result]:
     """Benchmark `name` ("b6", "b7" or "b8"); `options`: keys of OPTIONS, on for both sides."""
     root = workdir(name)
-    bench = {"b6": lambda: _classification(root, smoke), "b7": lambda: _corpus(root, "masked_lm", smoke),
+    bench = {"b6": lambda: _classification(root, smoke, train_rows), "b7": lambda: _corpus(root, "masked_lm", smoke),
              "b8": lambda: _corpus(root, "causal_lm", smoke)}[name]()
     return _compare(bench, smoke, pairs, list(overrides or []), list(options or []))
