@@ -15,9 +15,9 @@ from lightning_llm import generate
 from lightning_llm.errors import UserError
 from lightning_llm.runtime import hardware, model_paths
 from lightning_llm.runtime.argv import route_output_dir
-from lightning_llm.runtime.checkpoints import looks_local
 from lightning_llm.runtime.cli import print_config
 from lightning_llm.runtime.console import failed_run_line, final_line, quiet_known_noise
+from lightning_llm.utils.paths import looks_local
 from tests.conftest import TINY_BERT
 
 LIMITS = ["trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1",

@@ -21,23 +21,21 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from lightning_llm.errors import UserError, first_line
 from lightning_llm.utils.io import write_dir_atomic
+from lightning_llm.utils.paths import looks_local
 
 TokenizerKind = Literal["wordpiece", "bpe", "sentencepiece"]
 
 
 def load_tokenizer(name_or_path: str, key: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Load with `AutoTokenizer`; a missing folder or unknown hub id becomes one line naming `key`."""
-    if _looks_local(name_or_path) and not Path(name_or_path).expanduser().exists():
+    local = looks_local(name_or_path) or Path(name_or_path).exists()
+    if local and not Path(name_or_path).expanduser().exists():
         raise UserError(f"{key}: directory not found: {name_or_path}")
     try:
-        return AutoTokenizer.from_pretrained(str(Path(name_or_path).expanduser()) if _looks_local(name_or_path)
-                                             else name_or_path, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(str(Path(name_or_path).expanduser()) if local else name_or_path,
+                                             trust_remote_code=trust_remote_code)
     except Exception as err:
         raise UserError(f"{key}: cannot load a tokenizer from {name_or_path!r}: {first_line(err)}") from err
-
-
-def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
 
 
 def train_tokenizer(texts: Iterable[str], kind: TokenizerKind, vocab_size: int,

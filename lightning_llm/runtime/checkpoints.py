@@ -56,14 +56,6 @@ def saved_run_config(ckpt_path: str | Path) -> DictConfig | None:
     return OmegaConf.load(path) if path.exists() else None
 
 
-def looks_local(name: str) -> bool:
-    """A path, not a hub id (`name` or `org/name`): it starts with . / ~, ends with .ckpt, has more than one slash,
-    or its first component is a directory here (`outputs/typo`). Such a path that does not exist is an error at
-    once, instead of ~35 s of hub retries."""
-    return name.startswith((".", "/", "~")) or name.endswith(".ckpt") or name.count("/") > 1 or \
-        ("/" in name and Path(name.split("/", 1)[0]).is_dir())
-
-
 def run_checkpoint(run_dir: Path) -> Path | None:
     """The best checkpoint of a run directory (results.json, else best-*.ckpt), else its last.ckpt."""
     results = run_dir / "results.json"

@@ -25,7 +25,8 @@ from transformers import (
 
 from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.errors import UserError, first_line, require
-from lightning_llm.runtime.checkpoints import load_module, looks_local, run_checkpoint, run_dir_of, run_tokenizer
+from lightning_llm.runtime.checkpoints import load_module, run_checkpoint, run_dir_of, run_tokenizer
+from lightning_llm.utils.paths import looks_local
 
 # Our task name (what a checkpoint's module declares as `task`) -> the suffixes of the HF architecture names with
 # its head, and the Auto class that rebuilds it. Seq2seq is told by `is_encoder_decoder` instead (MarianMTModel has
