@@ -95,10 +95,8 @@ def test_wheel_ships_configs_plugin_and_bundled_data(tmp_path: Path) -> None:
         assert name in names
     assert not [n for n in names if n.split("/")[0] in ("conf", "tests", "scripts")]
     assert "hydra_plugins/__init__.py" not in names  # a namespace shared with Hydra's other plugins
-    for script in ("llm-train = lightning_llm.train:run", "llm-eval = lightning_llm.evaluate:run",
-                   "llm-generate = lightning_llm.generate:run", "llm-report = lightning_llm.report:run",
-                   "llm-predict = lightning_llm.predict:run", "llm-explain = lightning_llm.explain:run",
-                   "llm-compress = lightning_llm.compress:run"):
+    for name in ("llm-train", "llm-eval", "llm-generate", "llm-report", "llm-predict", "llm-explain", "llm-compress"):
+        script = f"{name} = lightning_llm.console_scripts:{name.replace('-', '_')}"
         assert script in entry_points
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     core = [r for r in requires if "extra ==" not in r]

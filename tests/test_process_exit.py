@@ -58,3 +58,14 @@ def test_other_exceptions_take_pythons_path(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("Traceback") and proc.stderr.rstrip().endswith("RuntimeError: boom")
     assert (tmp_path / "thread.txt").read_text() == "joined"
+
+
+def test_console_script_imports_its_entry_point_with_collection_paused_then_frozen(tmp_path: Path) -> None:
+    """What `llm-report` runs before `main`: the entry point imported, garbage collection back on, and the
+    import-time objects frozen out of later collections."""
+    code = ("import gc; from lightning_llm.console_scripts import import_entry; "
+            "entry = import_entry('lightning_llm.report'); "
+            "print(callable(entry.run), gc.isenabled(), gc.get_freeze_count() > 100_000)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "True", "True"]

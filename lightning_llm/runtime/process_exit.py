@@ -11,8 +11,9 @@ from lightning_llm import compat
 
 
 def as_process(main: Callable[[], object]) -> Callable[[], NoReturn]:
-    """`main` as a console script / `python -m` runs it: `exit_without_teardown(main)`. `main` itself stays an
-    ordinary function that returns or raises `SystemExit`, which tests call in-process."""
+    """`main` as its own process (the console scripts, lightning_llm/console_scripts.py, and `python -m`):
+    `exit_without_teardown(main)`. `main` itself stays an ordinary function that returns or raises `SystemExit`,
+    which tests call in-process."""
 
     def run() -> NoReturn:
         exit_without_teardown(main)

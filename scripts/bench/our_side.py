@@ -6,8 +6,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.stamps import stamp  # noqa: E402
-from lightning_llm.train import run  # noqa: E402  (what the `llm-train` script runs)
+from lightning_llm.console_scripts import import_entry  # noqa: E402  (what the `llm-train` script runs)
 
+entry = import_entry("lightning_llm.train")
 stamp("imported")
 sys.argv = ["llm-train", *sys.argv[1:]]
-run()
+entry.run()
