@@ -261,7 +261,9 @@ def trainer_qa(args: argparse.Namespace, out: Path) -> dict[str, float]:
 def ours_command(args: argparse.Namespace, out: Path) -> list[str]:
     model, data = ("token_classifier", "token_classification") if args.task == "ner" else \
         ("extractive_qa", "question_answering")
-    cmd = [sys.executable, "-m", "lightning_llm.train", f"model={model}", f"data={data}",
+    # What the `llm-train` console script runs (lightning_llm/console_scripts.py), argv[0] included.
+    cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'llm-train'; "
+           "from lightning_llm.console_scripts import llm_train; llm_train()", f"model={model}", f"data={data}",
            f"model.pretrained_model_name_or_path={args.model_dir}", f"model.learning_rate={args.learning_rate}",
            f"model.weight_decay={args.weight_decay}", f"model.warmup_ratio={args.warmup_ratio}",
            f"trainer.max_epochs={args.epochs}", f"trainer.gradient_clip_val={args.max_grad_norm}",
