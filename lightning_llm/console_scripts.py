@@ -7,13 +7,15 @@ as long as the process, and the collector's full passes over them took ~0.9 s of
 import those objects are frozen (`gc.freeze`: later collections skip them) and collection resumes for everything
 the run creates. The price is ~18k import-time garbage objects (a few MB) that are never freed.
 
-The import goes through `importlib` because the point is to control when it happens; `python -m lightning_llm.X`
-imports normally."""
+The import goes through `importlib` because the point is to control when it happens, and this module imports
+nothing of the package at its top (`run`, the fast exit, comes with the entry point, under the pause);
+`python -m lightning_llm.X` imports normally."""
 
 from __future__ import annotations
 
 import gc
 import importlib
+from collections.abc import Callable
 from types import ModuleType
 
 
@@ -27,33 +29,18 @@ def import_entry(module: str) -> ModuleType:
         gc.enable()
 
 
-def _run(module: str) -> None:
-    import_entry(module).run()
+def _script(module: str) -> Callable[[], None]:
+    def script() -> None:
+        import_entry(module).run()
+
+    script.__doc__ = f"The console script of `{module}`."
+    return script
 
 
-def llm_train() -> None:
-    _run("lightning_llm.train")
-
-
-def llm_eval() -> None:
-    _run("lightning_llm.evaluate")
-
-
-def llm_generate() -> None:
-    _run("lightning_llm.generate")
-
-
-def llm_predict() -> None:
-    _run("lightning_llm.predict")
-
-
-def llm_report() -> None:
-    _run("lightning_llm.report")
-
-
-def llm_explain() -> None:
-    _run("lightning_llm.explain")
-
-
-def llm_compress() -> None:
-    _run("lightning_llm.compress")
+llm_train = _script("lightning_llm.train")
+llm_eval = _script("lightning_llm.evaluate")
+llm_generate = _script("lightning_llm.generate")
+llm_predict = _script("lightning_llm.predict")
+llm_report = _script("lightning_llm.report")
+llm_explain = _script("lightning_llm.explain")
+llm_compress = _script("lightning_llm.compress")
