@@ -61,11 +61,15 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(run_cli, tmp_pa
     # W&B (offline) on the interrupted run only for classification: the relaunch must continue the same W&B run.
     with_wandb = task == "classification"
     logger = "logger=many" if with_wandb else "logger=csv"
-    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / "wandb_home"),
-           "WANDB_CACHE_DIR": str(tmp_path / "wandb_home")}
+    # One intra-op thread in every run: float sums are split by thread count, so a process that got fewer threads
+    # rounds differently (CI once ran the reference with 1 of 2 threads: step 11 moved by 1 ulp). Same count, same
+    # bits; a resume bug (RNG, data order, optimizer or scheduler state) moves losses by far more than rounding.
+    env = {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path),
+           "WANDB_CONFIG_DIR": str(tmp_path / "wandb_home"), "WANDB_CACHE_DIR": str(tmp_path / "wandb_home")}
 
     reference = tmp_path / "reference"
-    proc = run_cli("lightning_llm.train", *args, "logger=csv", f"hydra.run.dir={reference}")
+    proc = run_cli("lightning_llm.train", *args, "logger=csv", f"hydra.run.dir={reference}",
+                   env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     run_dir = tmp_path / "preempted"
