@@ -137,6 +137,15 @@ def test_default_callbacks_include_throughput(compose_cfg) -> None:
     assert not any(isinstance(c, ThroughputCallback) for c in builders.build_callbacks(compose_cfg(["callbacks=none"])))
 
 
+def test_progress_bar_redraws_at_most_ten_times_a_second(compose_cfg) -> None:
+    """Lightning's rich bar defaults to 100 refreshes/s, a thread waking every 10 ms beside the training threads."""
+    (bar,) = [c for c in builders.build_callbacks(compose_cfg([])) if isinstance(c, LogIntervalProgressBar)]
+    assert bar.refresh_rate == LogIntervalProgressBar().refresh_rate == 10
+    (bar,) = [c for c in builders.build_callbacks(compose_cfg(["callbacks.rich_progress_bar.refresh_rate=2"]))
+              if isinstance(c, LogIntervalProgressBar)]
+    assert bar.refresh_rate == 2
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_mfu_and_peak_memory_on_gpu(tmp_path) -> None:
