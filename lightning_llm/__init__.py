@@ -4,7 +4,10 @@ import logging
 import os
 import re
 
-# Fast tokenizers deadlock or warn when dataloader workers fork after the tokenizer has run in the parent.
+# Fast tokenizers deadlock or warn when a process forks (dataloader workers, datasets' num_proc, W&B's service)
+# after their thread pool has run in the parent. Unless the user chose, the pool is off except while the data
+# module tokenizes in this process (`lightning_llm.data.base.parallel_tokenization`).
+TOKENIZERS_PARALLELISM_CHOSEN = "TOKENIZERS_PARALLELISM" in os.environ
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # torchao (the compress extra) is imported by transformers whenever it is installed, in every run, often before an

@@ -37,6 +37,8 @@ def files(tmp_path: Path) -> dict[str, str]:
     return {"train": _csv(tmp_path / "train.csv", rows, ["text", "label"]),
             "int_train": _csv(tmp_path / "int.csv", int_rows, ["text", "label"]),
             "empty": _csv(tmp_path / "empty.csv", [], ["text", "label"]),
+            "unlabeled": _csv(tmp_path / "unlabeled.csv", [[text, ""] for text, _ in rows[:4]], ["text", "label"]),
+            "negative": _csv(tmp_path / "negative.csv", [[text, -1] for text, _ in rows[:4]], ["text", "label"]),
             "txt": str(tmp_path / "a.txt")}
 
 
@@ -45,10 +47,14 @@ def files(tmp_path: Path) -> dict[str, str]:
     (lambda f: [f"data.train_file={f['train']}", "data.label_column=y"], "data.label_column='y'"),
     (lambda f: [f"data.train_file={f['int_train']}", "model.num_labels=3", "test=false"], "outside model.num_labels=3"),
     (lambda f: [f"data.train_file={f['train']}", f"data.test_file={f['empty']}"], "the test split is empty"),
+    (lambda f: [f"data.train_file={f['train']}", f"data.test_file={f['unlabeled']}"],
+     "the test split has missing or negative labels"),
+    (lambda f: [f"data.train_file={f['int_train']}", f"data.test_file={f['negative']}", "model.num_labels=6"],
+     "the test split has missing or negative labels"),
     (lambda f: ["model.pretrained_model_name_or_path=./no/such/model"], "directory not found: ./no/such/model"),
     (lambda f: ["model=gpt"], "cannot train on data"),
     (lambda f: ["model.learning_rate=0.1", "+callbacks.evil._target_=os.system"], "is not allowed"),
-], ids=["text_column", "label_column", "label_range", "empty_split", "model_dir", "task_pair", "target"])
+], ids=["text_column", "label_column", "label_range", "empty_split", "unlabeled_split", "negative_label", "model_dir", "task_pair", "target"])
 def test_bad_input_is_one_clear_line(compose_cfg, files, tmp_path: Path, overrides, message) -> None:
     cfg = compose_cfg([*TINY_BERT, "logger=none", "trainer.max_epochs=1", *overrides(files)])
     with pytest.raises(UserError) as err:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pyarrow.compute as pc
 from datasets import ClassLabel, DatasetDict
 
 from lightning_llm.config.schema import Positive
-from lightning_llm.data.base import CachedTextDataModule
+from lightning_llm.data.base import CachedTextDataModule, arrow_column
 from lightning_llm.data.padding import PaddingCollator
 from lightning_llm.data.sources import require_nonempty
 from lightning_llm.errors import UserError
@@ -68,7 +69,7 @@ class TextClassificationDataModule(CachedTextDataModule):
             return list(feature.names)
         if feature.dtype in ("string", "large_string"):
             source = raw["train"] if "train" in raw else next(iter(raw.values()))
-            return sorted({str(v) for v in source[self.label_column] if v is not None})
+            return sorted(str(v) for v in pc.unique(arrow_column(source, self.label_column)).to_pylist() if v is not None)
         return None
 
     def _process(self, raw: DatasetDict) -> tuple[DatasetDict, dict[str, Any]]:
@@ -93,7 +94,7 @@ class TextClassificationDataModule(CachedTextDataModule):
             out["labels"] = labels
             return out
 
-        processed = DatasetDict()
+        processed, present, highest = DatasetDict(), {}, []
         for split, ds in raw.items():
             feature = ds.features[label_col]
             class_names = feature.names if isinstance(feature, ClassLabel) and names and feature.names != names \
@@ -101,13 +102,14 @@ class TextClassificationDataModule(CachedTextDataModule):
             processed[split] = ds.map(encode, batched=True, remove_columns=ds.column_names,
                                       num_proc=self.preprocessing_num_workers, desc=f"tokenizing {split}",
                                       load_from_cache_file=False, fn_kwargs={"split": split, "class_names": class_names})
-            labels = processed[split]["labels"]
-            if any(label is None or label < 0 for label in labels):
+            labels = arrow_column(processed[split], "labels")
+            low, high = pc.min_max(labels).values()
+            if labels.null_count or (low.is_valid and low.as_py() < 0):
                 raise UserError(f"data.label_column={label_col!r}: the {split} split has missing or negative labels "
                                 f"(unlabeled test split? set data.test_split=null)")
-        max_label = max(max(ds["labels"]) for ds in processed.values())
-        present = {split: sorted(set(ds["labels"])) for split, ds in processed.items()}
-        return processed, {"label_names": names, "max_label": int(max_label), "present": present}
+            present[split] = sorted(pc.unique(labels).to_pylist())
+            highest += [high.as_py()] if high.is_valid else []
+        return processed, {"label_names": names, "max_label": int(max(highest)), "present": present}
 
     def _after_load(self, datasets: DatasetDict, meta: dict[str, Any]) -> None:
         self.label_names, self.max_label = meta["label_names"], meta["max_label"]

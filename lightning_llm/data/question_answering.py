@@ -14,7 +14,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from lightning_llm.config.schema import NonNegative, Positive
-from lightning_llm.data.base import CachedTextDataModule
+from lightning_llm.data.base import CachedTextDataModule, arrow_column
 from lightning_llm.data.padding import PaddingCollator
 from lightning_llm.data.sources import load_raw, require_nonempty, stable_hash
 from lightning_llm.errors import UserError
@@ -323,7 +323,8 @@ class QuestionAnsweringDataModule(CachedTextDataModule):
             return {"f1": None, "exact_match": None}
         ds = raw["validation"]
         preds, golds = [], []
-        for context, answers in zip(ds[self.context_column], ds[self.answers_column]):
+        for context, answers in zip(arrow_column(ds, self.context_column).to_pylist(),
+                                    arrow_column(ds, self.answers_column).to_pylist()):
             context = context or ""
             cut = [i for i in (context.find(". "), context.find("? "), context.find("! ")) if i >= 0]
             preds.append(context[:min(cut) + 1] if cut else context)

@@ -9,11 +9,12 @@ import sys
 from collections.abc import Iterator
 from typing import Any, Literal
 
+import pyarrow.compute as pc
 from datasets import DatasetDict
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_llm.config.schema import Positive
-from lightning_llm.data.base import CachedTextDataModule
+from lightning_llm.data.base import CachedTextDataModule, arrow_column
 from lightning_llm.data.padding import PaddingCollator
 from lightning_llm.data.sources import require_nonempty
 from lightning_llm.errors import UserError
@@ -199,7 +200,8 @@ class Seq2SeqDataModule(CachedTextDataModule):
             ds = ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names,
                         num_proc=self.preprocessing_num_workers, desc=f"tokenizing {split}",
                         load_from_cache_file=False, fn_kwargs={"split": split})
-            cut[split] = {"source": int(sum(ds["cut_source"])), "target": int(sum(ds["cut_target"])),
+            cut[split] = {"source": int(pc.sum(arrow_column(ds, "cut_source")).as_py() or 0),
+                          "target": int(pc.sum(arrow_column(ds, "cut_target")).as_py() or 0),
                           "rows": len(ds)}
             processed[split] = ds.remove_columns(["cut_source", "cut_target"])
         return processed, {"cut": cut, "baselines": self._baselines(raw)}

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, DatasetDict
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_llm.config.schema import Positive
-from lightning_llm.data.base import CachedTextDataModule
+from lightning_llm.data.base import CachedTextDataModule, arrow_column
 from lightning_llm.data.padding import PaddingCollator
 from lightning_llm.data.sources import require_nonempty
 from lightning_llm.errors import UserError
@@ -155,7 +155,8 @@ class TokenClassificationDataModule(CachedTextDataModule):
             return list(element.names)
         if getattr(element, "dtype", None) in ("string", "large_string"):
             source = raw["train"] if "train" in raw else next(iter(raw.values()))
-            return sorted({str(t) for tags in source[self.tags_column] for t in tags if t is not None})
+            tags = pc.unique(pc.list_flatten(arrow_column(source, self.tags_column))).to_pylist()
+            return sorted(str(t) for t in tags if t is not None)
         raise UserError(f"data.tags_column={self.tags_column!r} holds integer tags without names: give "
                         f"data.label_names (the tag of each id, e.g. [O, B-PER, I-PER])")
 
@@ -209,8 +210,8 @@ class TokenClassificationDataModule(CachedTextDataModule):
                         num_proc=self.preprocessing_num_workers, desc=f"tokenizing {split}", load_from_cache_file=False,
                         fn_kwargs={"split": split, "all_pieces": self.label_all_tokens and split == "train",
                                    "class_names": class_names})
-            truncated[split] = int(sum(ds["truncated"]))
-            present[split] = sorted({t for ids in ds["present"] for t in ids})
+            truncated[split] = int(pc.sum(arrow_column(ds, "truncated")).as_py() or 0)
+            present[split] = sorted(pc.unique(pc.list_flatten(arrow_column(ds, "present"))).to_pylist())
             processed[split] = ds.remove_columns(["truncated", "present"])
         return processed, {"label_names": names, "truncated": truncated, "present": present,
                            "sentences": {split: len(ds) for split, ds in processed.items()},
@@ -234,11 +235,14 @@ class TokenClassificationDataModule(CachedTextDataModule):
         training tag (usually O, whose entity F1 is 0): the floor a model's val/f1 and val/acc are read against."""
         if "train" not in processed or "validation" not in processed:
             return {"f1": None, "acc": None}
-        counts = Counter(label for labels in processed["train"]["labels"] for label in labels if label != -100)
-        if not counts:
+        labels = pc.list_flatten(arrow_column(processed["train"], "labels"))
+        counts = pc.value_counts(pc.filter(labels, pc.not_equal(labels, -100)))  # in order of first appearance
+        if not len(counts):
             return {"f1": None, "acc": None}
-        majority = names[counts.most_common(1)[0][0]]
-        truth = [[names[label] for label in labels if label != -100] for labels in processed["validation"]["labels"]]
+        ids, freq = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+        majority = names[ids[freq.index(max(freq))]]
+        truth = [[names[label] for label in labels if label != -100]
+                 for labels in arrow_column(processed["validation"], "labels").to_pylist()]
         guess = [[majority] * len(tags) for tags in truth]
         metrics = seqeval_metrics()
         return {"f1": float(metrics.f1_score(truth, guess, zero_division=0)),
