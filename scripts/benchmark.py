@@ -17,8 +17,8 @@ reports the median over round pairs of baseline time / our time (> 1: we are fas
   B4  non-padding share of batches: packed CLM/MLM (goal >= 0.99); dynamic vs max-length padding (speed-up)
   B5  generation tokens/s vs transformers' generate (goal >= 0.95); KV cache on vs off
   B6  the whole llm-train process vs a transformers Trainer script doing the same work (train, evaluate each
-      epoch, keep the best checkpoint, test it, save) at the MiniLM-L6 shape, A B A B in fresh processes; per-phase
-      and per-step ratios (goal >= 1.11, min 1.0): classification
+      epoch, keep the best checkpoint, test it, save) at the MiniLM-L6 shape, A B B A in fresh processes after
+      an untimed run; per-phase and per-step ratios (goal >= 1.11, min 1.0): classification
   B7  the same for masked LM (MiniLM-L6 shape, DataCollatorForLanguageModeling on the Trainer side)
   B8  the same for causal LM (GPT-2-shaped 6x512 decoder, 16k vocabulary)
       B6-B8 are not in `all` (~3 minutes each on 2 cores; scripts/bench/real_shape.py); --group-by-length and

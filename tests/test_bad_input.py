@@ -54,7 +54,8 @@ def files(tmp_path: Path) -> dict[str, str]:
     (lambda f: ["model.pretrained_model_name_or_path=./no/such/model"], "directory not found: ./no/such/model"),
     (lambda f: ["model=gpt"], "cannot train on data"),
     (lambda f: ["model.learning_rate=0.1", "+callbacks.evil._target_=os.system"], "is not allowed"),
-], ids=["text_column", "label_column", "label_range", "empty_split", "unlabeled_split", "negative_label", "model_dir", "task_pair", "target"])
+], ids=["text_column", "label_column", "label_range", "empty_split", "unlabeled_split", "negative_label",
+        "model_dir", "task_pair", "target"])
 def test_bad_input_is_one_clear_line(compose_cfg, files, tmp_path: Path, overrides, message) -> None:
     cfg = compose_cfg([*TINY_BERT, "logger=none", "trainer.max_epochs=1", *overrides(files)])
     with pytest.raises(UserError) as err:

@@ -69,7 +69,8 @@ class TextClassificationDataModule(CachedTextDataModule):
             return list(feature.names)
         if feature.dtype in ("string", "large_string"):
             source = raw["train"] if "train" in raw else next(iter(raw.values()))
-            return sorted(str(v) for v in pc.unique(arrow_column(source, self.label_column)).to_pylist() if v is not None)
+            values = pc.unique(arrow_column(source, self.label_column)).to_pylist()
+            return sorted(str(v) for v in values if v is not None)
         return None
 
     def _process(self, raw: DatasetDict) -> tuple[DatasetDict, dict[str, Any]]:
