@@ -8,14 +8,16 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from lightning_llm import compat
+from lightning_llm.runtime import allocator
 
 
 def as_process(main: Callable[[], object]) -> Callable[[], NoReturn]:
-    """`main` as its own process (the console scripts, lightning_llm/console_scripts.py, and `python -m`):
-    `exit_without_teardown(main)`. `main` itself stays an ordinary function that returns or raises `SystemExit`,
-    which tests call in-process."""
+    """`main` as its own process (the console scripts, lightning_llm/console_scripts.py, and `python -m`): malloc
+    keeps freed memory for reuse (runtime/allocator.py), then `exit_without_teardown(main)`. `main` itself stays an
+    ordinary function that returns or raises `SystemExit`, which tests call in-process."""
 
     def run() -> NoReturn:
+        allocator.keep_freed_memory()
         exit_without_teardown(main)
 
     run.__doc__ = f"`{main.__module__}.main` as its own process (runtime/process_exit.py)."
