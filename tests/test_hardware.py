@@ -64,7 +64,7 @@ def test_bad_hardware_is_one_clear_error(values: dict, message: str) -> None:
 
 
 def test_more_cpu_processes_than_cores_is_refused_whatever_the_machine(monkeypatch) -> None:
-    monkeypatch.setattr(hardware, "_cpu_count", lambda: 4)  # not this machine's count: the same on any machine
+    monkeypatch.setattr(hardware.job_resources, "cpu_count", lambda: 4)  # not this machine's count: the same on any machine
     hardware.check_hardware(_hw(devices=4), multirun=False)
     with pytest.raises(UserError, match="hardware.devices=5: on CPU each device is one process and this machine has"):
         hardware.check_hardware(_hw(devices=5), multirun=False)

@@ -37,6 +37,7 @@ from torch import nn
 
 from lightning_llm import compat
 from lightning_llm.errors import UserError
+from lightning_llm.runtime import job_resources
 
 CPU_SAFE_ALTERNATIVE = "on CPU use hardware=cpu or hardware=ddp_sim"
 MULTIRUN_DDP_ALTERNATIVES = ("use hardware.strategy=ddp_spawn (hardware=ddp_sim on CPU), one torchrun per job, or "
@@ -60,10 +61,6 @@ def under_torchrun() -> bool:
 
 def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _accelerator(hardware: DictConfig) -> str:
@@ -124,9 +121,9 @@ def _check_devices(hardware: DictConfig, accelerator: str) -> None:
     elif accelerator == "cpu":
         if str(devices).strip().lower() != "auto" and (not isinstance(devices, int) or devices < 1):
             raise UserError(f"hardware.devices={devices}: on CPU give a number of processes (>= 1)")
-        if count > _cpu_count():
+        if count > job_resources.cpu_count():
             raise UserError(f"hardware.devices={devices}: on CPU each device is one process and this machine has "
-                            f"{_cpu_count()} core(s)")
+                            f"{job_resources.cpu_count()} core(s)")
     if count < 1:
         raise UserError(f"hardware.devices={devices}: need at least one device")
 

@@ -14,6 +14,7 @@ THREADS_ENV = "LLM_JOB_THREADS"
 
 
 def cpu_count() -> int:
+    """The cores this process may run on (its CPU affinity: taskset, cgroup cpusets), not the machine's count."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
