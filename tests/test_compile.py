@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lightning_llm.runtime.builders import build_trainer
 from lightning_llm.train import train
 from tests.conftest import TINY_BERT, compose_run_config
 
@@ -27,3 +28,12 @@ def test_compiled_model_trains_like_eager(tmp_path) -> None:
     assert compiled["status"] == eager["status"] == "completed"
     assert compiled["val"]["val/loss"] == pytest.approx(eager["val"]["val/loss"], abs=1e-4)
     assert compiled["val"]["val/acc"] == eager["val"]["val/acc"]
+
+
+@pytest.mark.parametrize(("overrides", "inference_mode"), [
+    ([], True), (["model.compile=true"], False), (["model.compile=true", "++trainer.inference_mode=true"], True)])
+def test_compiled_models_evaluate_under_no_grad(compose_cfg, overrides: list[str], inference_mode: bool) -> None:
+    """Inference tensors (the test loop's batches) fail the guards of the graph compiled for validation: a compiled
+    model evaluates under no_grad, so the test pass reuses that graph; a setting of the user's own is kept."""
+    trainer = build_trainer(compose_cfg(["experiment=classify_demo", *overrides]), loggers=[], callbacks=[])
+    assert trainer.validate_loop.inference_mode is trainer.test_loop.inference_mode is inference_mode
