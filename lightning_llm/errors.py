@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import Any
+
 from hydra.errors import HydraException
 
 
@@ -43,3 +47,17 @@ def error_line(err: BaseException) -> str:
 
 class TrainingDivergedError(UserError):
     """The training loss became NaN or infinite; the run stops and reports it instead of metrics."""
+
+
+def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for non-Hydra parts of an entry point (argument checks before Hydra starts): a `UserError`
+    becomes `error: <one line>` on stderr and exit code 2."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

@@ -7,6 +7,10 @@ checkpoint's own names (`eval_data_settings` of the module), never re-derived fr
 
 from __future__ import annotations
 
+from lightning_llm.runtime.console import quiet_known_noise
+
+quiet_known_noise()  # before the imports below bring in transformers (and torchao with it)
+
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ from lightning_llm.config.schema import settings_of
 from lightning_llm.config.targets import allowed_targets
 from lightning_llm.config.validation import check_settings
 from lightning_llm.errors import UserError, require
-from lightning_llm.runtime import builders
+from lightning_llm.runtime import allocator, builders
 from lightning_llm.runtime.argv import data_keys_onto_saved_config
 from lightning_llm.runtime.checkpoints import (
     load_module,
@@ -28,7 +32,6 @@ from lightning_llm.runtime.checkpoints import (
     saved_run_config,
 )
 from lightning_llm.runtime.cli import launch, run_or_exit
-from lightning_llm.runtime.process_exit import as_process
 from lightning_llm.runtime.results import collect_metrics
 from lightning_llm.utils.io import write_json_atomic
 
@@ -69,7 +72,7 @@ def _with_checkpoint_settings(data: dict[str, Any], model: Any, data_cls: type) 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     require(not OmegaConf.is_missing(cfg, "ckpt_path") and bool(cfg.ckpt_path),
             "ckpt_path: required (a .ckpt file written by llm-train)")
-    model = load_module(cfg.ckpt_path)
+    model = load_module(cfg.ckpt_path, allowed=allowed_targets(cfg))
     tokenizer = run_tokenizer(cfg.ckpt_path, "ckpt_path")
     allowed = list(allowed_targets(cfg))  # from this command line only, never from the saved run config
     data = OmegaConf.create({"data": _data_config(cfg), "allow_targets": allowed})
@@ -82,6 +85,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("test")
     datamodule.require_splits("test")
     type(model).reconcile(dict(model.hparams), datamodule.model_kwargs())  # the data fits the trained model
+    builders.hand_over(model, tokenizer, datamodule)
     trainer = builders.build_trainer(cfg, loggers=[], callbacks=[])
     trainer.test(model, datamodule=datamodule)
     results = {"status": "completed", "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
@@ -99,11 +103,11 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    allocator.keep_freed_memory()  # docs/hardware.md: freed memory reused by the next step; MALLOC_* wins
     sys.argv[1:] = data_keys_onto_saved_config(sys.argv[1:])
     launch(_main, "eval")
 
 
-run = as_process(main)  # the console script
 
 if __name__ == "__main__":
-    run()
+    main()

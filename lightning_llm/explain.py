@@ -8,6 +8,10 @@ causal LMs explain a continuation (`target_text=`, default the most likely next 
 
 from __future__ import annotations
 
+from lightning_llm.runtime.console import quiet_known_noise
+
+quiet_known_noise()  # before the imports below bring in transformers (and torchao with it)
+
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_llm import registry
 from lightning_llm.config import CONFIG_PATH
 from lightning_llm.errors import require
 from lightning_llm.interpret.attributions import class_index, explain_causal, explain_classification
@@ -24,10 +29,12 @@ from lightning_llm.runtime.console import hf_progress_bars_off
 from lightning_llm.runtime.extras import require_extra
 from lightning_llm.runtime.inputs import read_inline_or_file
 from lightning_llm.runtime.model_paths import Accepts, load_model_path
-from lightning_llm.runtime.process_exit import as_process
 from lightning_llm.utils.io import write_text_atomic
 
-ACCEPTS = Accepts(("classification", "causal_lm"), "llm-explain explains sequence classifiers and causal LMs")
+
+def accepts() -> Accepts:
+    """The tasks whose models llm-explain attributes: toward a label or toward a continuation (`explain_as`)."""
+    return Accepts(lambda cls: cls.explain_as, "llm-explain", "explains")
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -55,9 +62,9 @@ def explain(cfg: DictConfig) -> list[dict[str, Any]]:
     check_settings(cfg)
     texts = read_texts(cfg)
     with hf_progress_bars_off():
-        loaded = load_model_path(str(cfg.model_path), ACCEPTS, bool(cfg.trust_remote_code))
+        loaded = load_model_path(str(cfg.model_path), accepts(), bool(cfg.trust_remote_code))
     model, tokenizer = loaded.model.float(), loaded.tokenizer
-    if loaded.task == "classification":
+    if registry.get(loaded.task).explain_as == "label":
         require(cfg.target_text is None, "target_text: only for causal LMs; a classifier takes target=<label>")
         target = class_index(model, cfg.target)
         records = [explain_classification(model, tokenizer, t, target, cfg.n_steps, cfg.internal_batch_size,
@@ -75,7 +82,8 @@ def explain(cfg: DictConfig) -> list[dict[str, Any]]:
         top = sorted(zip(record["words"], record["word_scores"]), key=lambda ws: -abs(ws[1]))[:5]
         what = record.get("predicted_label", repr(record.get("target_text")))
         warn = " (large: raise n_steps)" if _unconverged(record) else ""
-        print(f"[{i}] {what} p={record['probability']:.3f} delta={record['delta']:.2g}{warn} top: "
+        score = f"value={record['value']:.3f}" if "value" in record else f"p={record['probability']:.3f}"
+        print(f"[{i}] {what} {score} delta={record['delta']:.2g}{warn} top: "
               + ", ".join(f"{w} {s:+.3f}" for w, s in top))
     print(f"wrote {len(records)} explanation(s) to {out}/attributions.{{jsonl,html{',png' if cfg.png else ''}}}")
     return records
@@ -98,7 +106,6 @@ def main() -> None:
     launch(_main, "explain")
 
 
-run = as_process(main)  # the console script
 
 if __name__ == "__main__":
-    run()
+    main()

@@ -1,9 +1,10 @@
 """`llm-report <multirun dir>...`: what a sweep found, without W&B. Writes <dir>/report/: report.md and
-report.csv (swept overrides vs results.json metrics: the best checkpoint's `val` and `test`; best first; pruned trials with their step, failed jobs with their
-error), a plot of the optimized metric against each swept parameter, the learning curves of the best runs (csv
-logger), and the optimisation history: objective per trial and best so far, with Optuna's parameter importances
-when the jobs belong to a stored study (read from the study, so a study spread over several sweep directories
-counts each trial once)."""
+report.csv (swept overrides vs results.json metrics: the best checkpoint's `val` and `test`; best first; pruned trials
+with their step, failed jobs with their error), a plot of the optimized metric against each swept parameter (every
+job, pruned and failed ones marked; log axis for parameters searched on a log scale; coloured by a second swept
+parameter), the learning curves of the best runs (csv logger), and the optimisation history: objective per trial and
+best so far, with Optuna's parameter importances when the jobs belong to a stored study (read from the study, so a
+study spread over several sweep directories counts each trial once)."""
 
 from __future__ import annotations
 
@@ -18,16 +19,15 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from hydra_plugins.lightning_llm_optuna.sweeper import resolve_direction
-from lightning_llm.errors import UserError
-from lightning_llm.runtime.cli import exit_on_user_error
+from lightning_llm.errors import UserError, exit_on_user_error
 from lightning_llm.runtime.extras import require_extra
-from lightning_llm.runtime.process_exit import as_process
 from lightning_llm.tracking.jobs import (
     SweepJob,
     sweep_jobs,
     sweep_overrides,
     swept_overrides,
 )
+from lightning_llm.tracking.keep import REMOVED_KEY
 from lightning_llm.tracking.studies import History, histories, importances
 from lightning_llm.tracking.trials import PRUNED_AT
 
@@ -96,9 +96,12 @@ def _fmt(value: Any) -> str:
 def table(rows: list[Row], metric: str, keys: list[str]) -> tuple[list[str], list[list[Any]]]:
     metric_names = sorted({k for row in rows for k in row.metrics} - {metric})
     pruned = [PRUNED_AT] if any(row.job.status == "pruned" for row in rows) else []
-    header = ["job", "status", *keys, metric, *metric_names, *pruned, "error"]
+    # sweep_keep=best removed the checkpoints and export of every trial but the best: say which
+    files = ["checkpoints"] if any(REMOVED_KEY in (row.job.results or {}) for row in rows) else []
+    header = ["job", "status", *keys, metric, *metric_names, *pruned, *files, "error"]
     body = [[row.label, row.job.status, *(row.params.get(k, "") for k in keys), row.value,
              *(row.metrics.get(m) for m in metric_names), *((row.job.results or {}).get(k) for k in pruned),
+             *(("removed" if REMOVED_KEY in (row.job.results or {}) else "kept") for _ in files),
              (row.job.results or {}).get("error", "")]
             for row in rows]
     return header, body
@@ -133,36 +136,153 @@ def _numbers(values: list[str]) -> list[float] | None:
         return None
 
 
-def plot_metric_vs_params(rows: list[Row], metric: str, keys: list[str], out: Path) -> list[Path]:
-    """One scatter per swept key (log x for positive values spanning >= 20x; categories as positions)."""
+def log_scale_keys(sweep_dirs: list[Path]) -> set[str]:
+    """The keys an Optuna search sampled on a log scale (`tag(log, interval(...))`, in the sweeper's params or on
+    the command line), read from each sweep's multirun.yaml; `+`/`++` prefixes dropped."""
+    from hydra_plugins.lightning_llm_optuna.search_space import parse_search_space
+
+    found = set()
+    for sweep_dir in sweep_dirs:
+        path = sweep_dir / "multirun.yaml"
+        if not path.is_file():
+            continue
+        saved = OmegaConf.load(path)
+        params = OmegaConf.select(saved, "hydra.sweeper.params", default=None) or {}
+        overrides = [f"{k}={v}" for k, v in params.items()] + sweep_overrides(sweep_dir)
+        try:
+            space, _ = parse_search_space(overrides)
+        except Exception:  # noqa: BLE001 - an override only Hydra's own sweeper understands: judge by values
+            space = {}
+        found |= {key.lstrip("+~") for key, dist in space.items() if getattr(dist, "log", False)}
+    return found
+
+
+def _is_log_key(key: str, xs: list[float], log_keys: set[str]) -> bool:
+    """Log axis: searched on a log scale; else positive values of a learning rate, or spanning >= 20x."""
+    if key.lstrip("+~") in log_keys:
+        return True
+    if not xs or min(xs) <= 0:
+        return False
+    name = key.rsplit(".", 1)[-1]
+    return name in ("learning_rate", "lr") or name.endswith("_lr") or max(xs) / min(xs) >= 20
+
+
+@dataclass
+class ParamPoint:
+    """A job in a metric-vs-parameter plot: completed (its value), pruned (its last report), else on the axis."""
+
+    row: Row
+    state: str  # a key of STYLES
+    y: float | None
+
+
+def _axis_values(values: list[str]) -> tuple[list[float], list[str] | None]:
+    """Numbers as they are; anything else as category positions (and the categories)."""
+    numbers = _numbers(values)
+    if numbers is not None:
+        return numbers, None
+    categories = sorted(set(values))
+    return [float(categories.index(v)) for v in values], categories
+
+
+def metric_vs_param_figure(rows: list[Row], metric: str, key: str, keys: list[str], log_keys: set[str]) -> Any:
+    """One scatter of the metric against `key`: every job with that parameter, completed ones at their value,
+    pruned ones at their last report, failed or unfinished ones as marks on the x axis (each state its marker);
+    coloured by the next swept parameter when there are several; the best job ringed by a hollow star drawn under
+    the points. None when no job has the parameter."""
+    import matplotlib.pyplot as plt
+    from matplotlib import colors
+    from matplotlib.lines import Line2D
+
+    points = []
+    for row in rows:
+        if key not in row.params:
+            continue
+        status = row.job.status
+        state = status if status in ("completed", "pruned") else \
+            "unfinished" if status in ("running", "no results.json") else "failed"
+        value = row.value if state == "completed" else (row.metrics.get(metric) if state == "pruned" else None)
+        points.append(ParamPoint(row, state, value if value is not None and math.isfinite(value) else None))
+    if not any(p.y is not None for p in points):
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    xs, categories = _axis_values([p.row.params[key] for p in points])
+    if categories is not None:
+        ax.set_xticks(range(len(categories)), categories)
+    elif _is_log_key(key, xs, log_keys):
+        ax.set_xscale("log")
+    elif all(x.is_integer() for x in xs) and len(set(xs)) <= 12:
+        ax.set_xticks(sorted(set(xs)))
+
+    colour_key = next((k for k in keys if k != key), None)
+    colour_of, norm, cmap = None, None, None
+    if colour_key is not None:
+        shades, shade_names = _axis_values([p.row.params.get(colour_key, "") for p in points])
+        if shade_names is not None:  # categories: one colour each
+            cmap = plt.get_cmap("tab10", max(len(shade_names), 1))
+            norm = colors.BoundaryNorm([i - 0.5 for i in range(len(shade_names) + 1)], cmap.N)
+        else:
+            cmap = plt.get_cmap("viridis")
+            log = _is_log_key(colour_key, shades, log_keys) and min(shades) > 0
+            norm = (colors.LogNorm if log else colors.Normalize)(min(shades), max(shades))
+        colour_of = dict(zip(map(id, points), shades))
+
+    mappable, handles = None, []
+    for state, (marker, colour) in STYLES.items():
+        chosen = [(x, p) for x, p in zip(xs, points) if p.state == state]
+        if not chosen:
+            continue
+        label = f"{state} ({len(chosen)})" + (", last report" if state == "pruned" else "")
+        handles.append(Line2D([], [], marker=marker, linestyle="none", markersize=6, label=label,
+                              color="dimgray" if colour_of else colour))
+        edge = {"edgecolors": "black", "linewidths": 0.5} if colour_of and marker not in ("x", "+") else {}
+        for valued in (True, False):
+            part = [(x, p) for x, p in chosen if (p.y is not None) == valued]
+            if not part:
+                continue
+            style = {"c": [colour_of[id(p)] for _, p in part], "cmap": cmap, "norm": norm} if colour_of else \
+                {"color": colour}
+            where = {} if valued else {"transform": ax.get_xaxis_transform(), "clip_on": False}
+            # no value (failed, unfinished): x in data, y in axes coordinates, at the bottom
+            drawn = ax.scatter([x for x, _ in part], [p.y if valued else 0.03 for _, p in part], marker=marker,
+                               label=label, zorder=3, **where, **style, **edge)
+            label = None
+            mappable = mappable or (drawn if colour_of else None)
+    # marks on the axis do not take part in autoscaling: their x values join the data limits here
+    ax.update_datalim([(x, 0.0) for x in xs], updatey=False)
+    ax.autoscale_view()
+    best = next(((x, p) for x, p in zip(xs, points) if p.state == "completed" and p.y is not None), None)
+    if best is not None:  # rows come best first; hollow and under the points, so it hides none of them
+        ax.scatter([best[0]], [best[1].y], marker="*", s=450, facecolors="none", edgecolors="tab:red",
+                   linewidths=1.5, zorder=2, label="best")
+    if mappable is not None:
+        bar = fig.colorbar(mappable, ax=ax)
+        bar.set_label(colour_key, fontsize=8)
+        if shade_names is not None:
+            bar.set_ticks(range(len(shade_names)), labels=shade_names)
+    # a legend of small stand-ins: the states by marker (colour is the parameter's), the best's ring
+    if best is not None:
+        handles.append(Line2D([], [], marker="*", linestyle="none", markersize=11, markerfacecolor="none",
+                              markeredgecolor="tab:red", label="best"))
+    ax.legend(handles=handles, fontsize=7)
+    ax.set_xlabel(key)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs {key} ({len(points)} jobs)", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_metric_vs_params(rows: list[Row], metric: str, keys: list[str], out: Path,
+                          log_keys: set[str] = frozenset()) -> list[Path]:
+    """One PNG per swept key (`metric_vs_param_figure`)."""
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if r.value is not None and all(k in r.params for k in keys)]
     paths = []
     for key in keys:
-        points = [(r.params[key], r.value) for r in done]
-        if not points:
+        fig = metric_vs_param_figure(rows, metric, key, keys, log_keys)
+        if fig is None:
             continue
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        xs = _numbers([x for x, _ in points])
-        if xs is not None:
-            if min(xs) > 0 and max(xs) / min(xs) >= 20:
-                ax.set_xscale("log")
-            elif all(x.is_integer() for x in xs) and len(set(xs)) <= 12:
-                ax.set_xticks(sorted(set(xs)))
-        else:
-            categories = sorted({x for x, _ in points})
-            xs = [float(categories.index(x)) for x, _ in points]
-            ax.set_xticks(range(len(categories)), categories)
-        ys = [y for _, y in points]
-        ax.scatter(xs, ys)
-        ax.scatter(xs[0], ys[0], marker="*", s=200, color="tab:red", label="best")  # rows come best first
-        ax.legend(fontsize=8)
-        ax.set_xlabel(key)
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} vs {key} ({len(points)} jobs)", fontsize=10)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
         path = out / f"{_safe(metric)}_vs_{_safe(key)}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
@@ -305,7 +425,7 @@ def write_report(*sweep_dirs: str | Path, metric: str | None = None, direction: 
 
     header, body = table(rows, metric, keys)
     write_csv(out / "report.csv", header, body)
-    plots = plot_metric_vs_params(rows, metric, keys, out)
+    plots = plot_metric_vs_params(rows, metric, keys, out, log_scale_keys(dirs))
     curves = plot_learning_curves(rows, metric, out, top)
     sections, printed = [], []
     for history in stories:
@@ -323,6 +443,10 @@ def write_report(*sweep_dirs: str | Path, metric: str | None = None, direction: 
     if best:
         overrides = " ".join(f"{k}={v}" for k, v in best.params.items()) or "(no swept overrides)"
         lines.append(f"- best: job {best.label}, `{metric}` = {_fmt(best.value)}: `{overrides}`")
+    removed = sum(REMOVED_KEY in (r.job.results or {}) for r in rows)
+    if removed:
+        lines.append(f"- checkpoints and hf_model/ of {removed} trial(s) removed (sweep_keep=best): column "
+                     "`checkpoints`")
     lines += ["", markdown(header, body), ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     if curves:
@@ -352,7 +476,6 @@ def main(argv: list[str] | None = None) -> None:
     write_report(*args.sweep_dirs, metric=args.metric, direction=args.direction, top=args.top, out=args.out)
 
 
-run = as_process(main)  # the console script
 
 if __name__ == "__main__":
-    run()
+    main()

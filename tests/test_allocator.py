@@ -15,7 +15,6 @@ from lightning_llm.runtime import allocator
 _GIVEN_BACK = """
 import ctypes, os, sys
 from lightning_llm.runtime import allocator
-from lightning_llm.runtime.process_exit import as_process
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -30,14 +29,12 @@ def main():
 
 if sys.argv[1] == "tuned":
     assert allocator.keep_freed_memory()
-if sys.argv[1] == "command":  # what the console scripts and `python -m lightning_llm.X` run
-    as_process(main)()
 main()
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
-@pytest.mark.parametrize("mode", ["default", "tuned", "command"])
+@pytest.mark.parametrize("mode", ["default", "tuned"])
 def test_freed_memory_stays_in_the_process(mode: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     proc = subprocess.run([sys.executable, "-c", _GIVEN_BACK, mode], capture_output=True, text=True, env=env,
@@ -52,3 +49,19 @@ def test_freed_memory_stays_in_the_process(mode: str) -> None:
 def test_the_users_malloc_settings_win(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     assert allocator.keep_freed_memory() is False
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_training_and_evaluation_commands_set_it_and_no_other(monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """Only `llm-train` and `llm-eval` (whose step loops reuse the same buffers) set the thresholds, at their start;
+    importing the package sets nothing."""
+    import importlib
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(command) or True)
+    module = importlib.import_module(f"lightning_llm.{command}")
+    assert calls == []
+    monkeypatch.setattr(sys, "argv", [f"llm-{command}", "--help"])
+    with pytest.raises(SystemExit):
+        module.main()
+    assert calls == [command]

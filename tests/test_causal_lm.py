@@ -12,12 +12,11 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from transformers import AutoModelForCausalLM
 
-from lightning_llm.data.language_modeling import unigram_perplexity
 from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.generate import generate
-from lightning_llm.modules.causal_lm import NextTokenMetrics
 from lightning_llm.runtime import builders
 from lightning_llm.runtime.cli import run_or_exit
+from lightning_llm.tasks.causal_lm import NextTokenMetrics, unigram_perplexity
 from lightning_llm.train import train
 from tests.conftest import TINY_GPT, compose_run_config
 

@@ -192,3 +192,21 @@ def test_torchrun_ranks_share_rank_zero_run_dir(tmp_path: Path) -> None:
     run_dirs = _run_dirs(tmp_path)
     assert len(run_dirs) == 1, run_dirs
     assert json.loads((run_dirs[0] / "results.json").read_text())["status"] == "completed"
+
+
+CHAT = ["model=gpt", "data=chat", *TINY_GPT, "model.model_type=llama", "model.max_position_embeddings=256",
+        "data.chat_template=chatml", "data.max_length=160", "model.dropout=0.0", "model.learning_rate=3e-3",
+        "trainer.max_epochs=1", "+trainer.limit_train_batches=10", "trainer.val_check_interval=1.0",
+        "+trainer.limit_val_batches=4", "test=false", "export=false", "~callbacks.generation_samples"]
+
+
+@pytest.mark.slow
+def test_ddp_sim_chat_matches_one_process(compose_cfg, run_cli, tmp_path: Path) -> None:
+    """Conversations of different lengths: each step's gradient is the token mean over both ranks' batches (as
+    in one process with both), not the mean of the two ranks' means; validation sums over ranks."""
+    one = _one_process(compose_cfg, [*CHAT, "data.batch_size=8"], tmp_path / "one")
+    proc = run_cli("lightning_llm.train", *CHAT, "data.batch_size=4", "hardware=ddp_sim")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dirs = _run_dirs(tmp_path)
+    assert len(run_dirs) == 1, run_dirs
+    _assert_same_training(one, run_dirs[0], ["val/loss", "val/token_acc"])

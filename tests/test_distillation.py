@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -16,8 +15,12 @@ from transformers import BertConfig, BertForSequenceClassification, GPT2Config, 
 
 from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.errors import UserError
-from lightning_llm.modules import CausalLMDistillationModule, DistillationModule
-from lightning_llm.modules.distillation import distillation_loss, next_token_distillation_loss
+from lightning_llm.tasks.distillation import (
+    CausalLMDistillationModule,
+    DistillationModule,
+    distillation_loss,
+    next_token_distillation_loss,
+)
 from lightning_llm.train import train
 
 STUDENT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
@@ -83,7 +86,7 @@ def test_incompatible_teacher_fails_in_one_line(tmp_path: Path) -> None:
                     train_tokenizer(["another tokenizer entirely", "quite different words"] * 30, "wordpiece", 60,
                                     tmp_path / "tok2"))
     module = DistillationModule(teacher_name_or_path=str(_teacher(tmp_path / "t", 100, tokenizer=theirs)), **student)
-    module._trainer = SimpleNamespace(datamodule=SimpleNamespace(tokenizer=ours))
+    module.tokenizer = ours
     with pytest.raises(UserError, match="model.tokenizer_name_or_path: the student's tokenizer is not the teacher's"):
         module.setup("fit")
     with pytest.raises(UserError, match="model.teacher_name_or_path: directory not found"):

@@ -12,14 +12,14 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from lightning_llm.data.classification import TextClassificationDataModule
-from lightning_llm.data.token_classification import TokenClassificationDataModule
 from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.errors import UserError
 from lightning_llm.evaluate import evaluate
 from lightning_llm.runtime.argv import data_keys_onto_saved_config
+from lightning_llm.tasks.classification import TextClassificationDataModule
+from lightning_llm.tasks.token_classification import TokenClassificationDataModule
 from lightning_llm.train import train
-from tests.conftest import REPO, TINY_BERT, compose_run_config
+from tests.conftest import REPO, TINY_BERT, compose_run_config, write_jsonl
 
 REVIEWS = REPO / "lightning_llm" / "data" / "bundled" / "reviews_train.csv"
 # Three string labels; the model's ids follow their sorted order: bad=0, good=1, meh=2.
@@ -95,7 +95,8 @@ def test_checkpoint_label_names_encode_a_test_file_with_some_classes(tmp_path: P
     dm = _test_only(tmp_path, rows, ["bad", "good", "meh"])
     assert set(dm.datasets) == {"test"}
     assert dm.datasets["test"]["labels"] == [2, 1, 2]
-    assert dm.model_kwargs() == {"num_labels": 3, "label_names": ["bad", "good", "meh"]}
+    assert dm.model_kwargs() == {"num_labels": 3, "label_names": ["bad", "good", "meh"],
+                                 "problem_type": "single_label_classification", "baseline_score": None}
     warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warning == [f"warning: data (test split, {tmp_path / 'test.csv'}) has no rows labelled ['bad'] "
                        f"(1 of the 3 labels ['bad', 'good', 'meh'])"]
@@ -112,11 +113,10 @@ def test_checkpoint_tag_names_encode_a_test_file_with_some_tags(tmp_path: Path, 
     """Token classification the same way: the model's tag ids, whatever subset and order the file holds."""
     names = ["B-LOC", "B-PER", "I-PER", "O"]
     rows = [{"tokens": ["anna", "smith", "slept"], "tags": ["B-PER", "I-PER", "O"]}, {"tokens": ["ok"], "tags": ["O"]}]
-    path = tmp_path / "test.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    path = write_jsonl(tmp_path / "test.jsonl", rows)
     tokenizer = train_tokenizer(iter(["anna smith slept ok"] * 5), "wordpiece", 100, tmp_path / "tok")
     dm = TokenClassificationDataModule(tokenizer=tokenizer, cache_dir=str(tmp_path / "cache"), label_names=names,
-                                       splits=("test",), test_file=str(path))
+                                       splits=("test",), test_file=path)
     dm.setup("test")
     assert set(dm.datasets) == {"test"}
     assert [[t for t in labels if t != -100] for labels in dm.datasets["test"]["labels"]] == [[1, 2, 3], [3]]

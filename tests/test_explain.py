@@ -5,29 +5,28 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import captum  # noqa: F401  (the explain extra: CI installs every extra, so a missing one fails here)
 import pytest
 import torch
 from transformers import (
-    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     BertConfig,
     BertTokenizerFast,
-    GPT2Config,
 )
 
-from lightning_llm.data.sources import BUNDLED_DIR
 from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.errors import UserError
-from lightning_llm.explain import ACCEPTS, check_settings, explain
+from lightning_llm.explain import accepts, check_settings, explain
 from lightning_llm.interpret.attributions import baseline_ids, explain_causal, explain_classification
+from lightning_llm.runtime.extras import install_hint
 from lightning_llm.runtime.model_paths import load_model_path
-
-pytest.importorskip("captum")
+from tests.conftest import tiny_gpt_dir
 
 FILLERS = ("the a film plot actor scene music was is very quite rather long short slow bright dark story ending "
            "camera light old new").split()
@@ -36,7 +35,7 @@ TRIGGER = "zebra"
 
 def _load(path: Path) -> tuple[Any, Any]:
     """(model, tokenizer) as llm-explain loads them."""
-    loaded = load_model_path(str(path), ACCEPTS)
+    loaded = load_model_path(str(path), accepts())
     return loaded.model, loaded.tokenizer
 
 
@@ -88,15 +87,7 @@ def trigger_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_gpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("gpt")
-    tokenizer = train_tokenizer((BUNDLED_DIR / "corpus_train.txt").read_text().splitlines()[:300], "bpe", 300,
-                                tmp / "cache")
-    torch.manual_seed(0)
-    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, n_inner=64, n_positions=64, vocab_size=len(tokenizer),
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    AutoModelForCausalLM.from_config(config).save_pretrained(tmp / "model")
-    tokenizer.save_pretrained(tmp / "model")
-    return tmp / "model"
+    return tiny_gpt_dir(tmp_path_factory.mktemp("gpt"), corpus_lines=300)
 
 
 @pytest.mark.parametrize("trained", [False, True])
@@ -223,7 +214,7 @@ def test_bad_settings_are_one_line_errors(compose_cfg, trigger_classifier: Path,
     with pytest.raises(UserError, match="give exactly one"):
         check_settings(compose_cfg([f"model_path={trigger_classifier}"], config_name="explain"))
     monkeypatch.setitem(sys.modules, "captum.attr", None)  # as if captum were not installed
-    with pytest.raises(UserError, match=r'llm-explain needs the explain extra: pip install "lightning-llm\[explain\]"'):
+    with pytest.raises(UserError, match=r'llm-explain needs the explain extra: ' + re.escape(install_hint("explain")) + r''):
         check_settings(cfg)
 
 

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config
 
 from lightning_llm.callbacks import GenerationSamples
-from lightning_llm.data.sources import BUNDLED_DIR
-from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.generate import generate, generation_config, load_for_generation
 from lightning_llm.modules.generation import generate_ids
 from lightning_llm.runtime.cli import run_or_exit
+from tests.conftest import tiny_gpt_dir
 
 PROMPTS = ["The clever crow", "It ate", "Then the old goat met a hungry owl, and the owl"]
 
@@ -22,15 +20,7 @@ PROMPTS = ["The clever crow", "It ate", "Then the old goat met a hungry owl, and
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random GPT-2 with a BPE tokenizer trained on the bundled corpus, saved as an HF model dir."""
-    tmp = tmp_path_factory.mktemp("tiny_gpt")
-    lines = (BUNDLED_DIR / "corpus_train.txt").read_text().splitlines()[:500]
-    tokenizer = train_tokenizer(lines, "bpe", 300, tmp / "cache")
-    torch.manual_seed(0)
-    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, n_inner=64, n_positions=64, vocab_size=len(tokenizer),
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    AutoModelForCausalLM.from_config(config).save_pretrained(tmp / "model")
-    tokenizer.save_pretrained(tmp / "model")
-    return tmp / "model"
+    return tiny_gpt_dir(tmp_path_factory.mktemp("tiny_gpt"), corpus_lines=500)
 
 
 def _cfg(compose_cfg, hf_dir: Path, *overrides: str):
@@ -96,7 +86,7 @@ def test_beam_search_returns_num_return_sequences(compose_cfg, hf_dir: Path) -> 
     (["top_p=1.5"], "top_p must be in (0, 1], got 1.5"),
     (["do_sample=true", "temperature=0"], "temperature must be > 0 when sampling"),
     (["num_return_sequences=2"], "num_return_sequences=2 needs do_sample=true or num_beams >= 2"),
-    (["prompt=null"], "prompt / prompts_file: give exactly one of them"),
+    (["prompt=null"], "prompt / prompts_file / messages_file: give exactly one of them"),
     (["prompt='" + "the crow " * 40 + "'"], "exceed the model's context of 64 tokens"),
     (["model_path=/no/such/run/checkpoints/best.ckpt"], "model_path: not found: /no/such/run/checkpoints/best.ckpt"),
     (["model_path=./missing_run"], "model_path: not found: ./missing_run"),

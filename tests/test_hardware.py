@@ -3,7 +3,6 @@ torchrun/srun rules, FSDP auto-wrap, the SLURM launcher config, bf16 on CPU, MFU
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -204,9 +203,8 @@ def test_mfu_table_and_formula() -> None:
 
 
 def test_gpu_check_logic_on_cpu(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    from scripts.gpu import check as gpu_check  # (scripts/ is importable from the repository root)
+
     out = tmp_path / "figures.json"
     figures = gpu_check.main(["--tiny", "--steps", "3", "--warmup", "1", "--peak-tflops", "0.001",
                               "--json", str(out)])
@@ -257,8 +255,8 @@ def test_gpu_check_script_on_gpu(tmp_path: Path) -> None:
     import sys
 
     out = tmp_path / "figures.json"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--steps", "5", "--warmup", "2",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "scripts.gpu.check", "--steps", "5", "--warmup", "2", "--json",
+                           str(out)], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["tokens_per_sec"] > 0 and figures["peak_memory_gib"] > 0

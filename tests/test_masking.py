@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_llm.data import TextCorpusDataModule
 from lightning_llm.data.masking import MaskingCollator
 from lightning_llm.data.tokenizers import _train_bpe, train_tokenizer
 from lightning_llm.errors import UserError
+from lightning_llm.tasks.text_corpus import TextCorpusDataModule
 
 
 def _corpus(tokenizer=None, **kwargs) -> TextCorpusDataModule:

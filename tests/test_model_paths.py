@@ -15,8 +15,8 @@ from transformers import BertConfig, BertForTokenClassification, GPT2Config, GPT
 
 from lightning_llm import compress, generate, predict
 from lightning_llm.errors import UserError
-from lightning_llm.modules.classification import SequenceClassificationModule
 from lightning_llm.runtime.model_paths import load_model_path
+from lightning_llm.tasks.classification import SequenceClassificationModule
 
 TINY = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
         "max_position_embeddings": 32}
@@ -39,7 +39,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _tokenizer(pad_token="[PAD]", unk_token="[UNK]").save_pretrained(root / "hf_run" / "hf_model")
     module = SequenceClassificationModule(model_type="bert", vocab_size=len(VOCAB), num_labels=2, **TINY)
     (root / "ckpt_run" / "checkpoints").mkdir(parents=True)
-    torch.save({"lightning_llm_module": "lightning_llm.modules.classification.SequenceClassificationModule",
+    torch.save({"lightning_llm_module": "lightning_llm.tasks.classification.SequenceClassificationModule",
                 "hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()},
                root / "ckpt_run" / "checkpoints" / "best.ckpt")
     _tokenizer(pad_token="[PAD]", unk_token="[UNK]").save_pretrained(root / "ckpt_run" / "tokenizer")
@@ -52,31 +52,31 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_every_form_loads_what_it_holds_with_its_run(runs: dict[str, Path]) -> None:
     ckpt = runs["ckpt_run"] / "checkpoints" / "best.ckpt"
     for given in (runs["ckpt_run"], ckpt):
-        loaded = load_model_path(str(given), compress.ACCEPTS)
+        loaded = load_model_path(str(given), compress.accepts())
         assert (loaded.source, loaded.run_dir, loaded.task) == (str(ckpt), runs["ckpt_run"].resolve(), "classification")
         assert loaded.hparams["num_labels"] == 2 and not loaded.model.training
     for given in (runs["hf_run"], runs["hf_run"] / "hf_model"):
-        loaded = load_model_path(str(given), predict.ACCEPTS)
+        loaded = load_model_path(str(given), predict.accepts())
         assert (loaded.source, loaded.run_dir, loaded.task) == (str(runs["hf_run"] / "hf_model"), runs["hf_run"],
                                                                 "token_classification")
         assert loaded.hparams == {} and not loaded.model.training
-    loaded = load_model_path(str(runs["gpt"]), generate.ACCEPTS)
+    loaded = load_model_path(str(runs["gpt"]), generate.accepts())
     assert (loaded.task, loaded.run_dir) == ("causal_lm", None)
     assert loaded.tokenizer.pad_token == "<eos>"  # GPT-style tokenizer: pads with EOS
 
 
 def test_other_tasks_are_refused_in_one_line(runs: dict[str, Path], tmp_path: Path) -> None:
     ckpt = runs["ckpt_run"] / "checkpoints" / "best.ckpt"
-    with pytest.raises(UserError, match=rf"^model_path: {ckpt} is a classification checkpoint; llm-generate needs a "
-                                        r"causal LM \(model=gpt\) or a seq2seq model \(model=seq2seq\)$"):
-        load_model_path(str(runs["ckpt_run"]), generate.ACCEPTS)
+    with pytest.raises(UserError, match=rf"^model_path: {ckpt} is a classification checkpoint; llm-generate "
+                                        r"generates with models of the tasks: (\w+, )*causal_lm(, \w+)*$"):
+        load_model_path(str(runs["ckpt_run"]), generate.accepts())
     no_weights = tmp_path / "hf_model"
     shutil.copytree(runs["hf_run"] / "hf_model", no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
     with pytest.raises(UserError, match=rf"^model_path: {no_weights} holds a BertForTokenClassification; "
-                                        r"llm-compress quantizes sequence classifiers"):
-        load_model_path(str(no_weights), compress.ACCEPTS)  # refused from config.json: the weights are not read
+                                        r"llm-compress quantizes models of the tasks: classification$"):
+        load_model_path(str(no_weights), compress.accepts())  # refused from config.json: the weights are not read
     with pytest.raises(UserError, match=rf"^model_path: cannot load a model from '{no_weights}': "):
-        load_model_path(str(no_weights), predict.ACCEPTS)
+        load_model_path(str(no_weights), predict.accepts())
 
 
 def test_a_config_without_architectures_is_a_causal_lm_for_llm_generate_only(runs: dict[str, Path],
@@ -84,6 +84,6 @@ def test_a_config_without_architectures_is_a_causal_lm_for_llm_generate_only(run
     untagged = shutil.copytree(runs["gpt"], tmp_path / "gpt")
     config = json.loads((untagged / "config.json").read_text())
     (untagged / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "architectures"}))
-    assert load_model_path(str(untagged), generate.ACCEPTS).task == "causal_lm"
+    assert load_model_path(str(untagged), generate.accepts()).task == "causal_lm"
     with pytest.raises(UserError, match=rf"^model_path: {untagged} holds a model of unknown architecture; llm-predict"):
-        load_model_path(str(untagged), predict.ACCEPTS)
+        load_model_path(str(untagged), predict.accepts())

@@ -40,7 +40,7 @@ def test_same_tensors_as_data_collator_with_padding(padding_side: str, multiple:
 
 def test_auto_pads_to_eight_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """`data.pad_to_multiple_of: auto`: no rounding on CPU (each pad token is computed), 8 where CUDA is present."""
-    from lightning_llm.data import TextClassificationDataModule
+    from lightning_llm.tasks.classification import TextClassificationDataModule
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert TextClassificationDataModule().pad_to_multiple_of is None

@@ -24,8 +24,8 @@ def test_the_users_choice_and_forking_workers_keep_the_pool_off(monkeypatch: pyt
 
 
 def test_the_data_module_tokenizes_with_the_pool(compose_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from lightning_llm.data.classification import TextClassificationDataModule
     from lightning_llm.runtime import builders
+    from lightning_llm.tasks.classification import TextClassificationDataModule
 
     monkeypatch.setattr(lightning_llm, "TOKENIZERS_PARALLELISM_CHOSEN", False)
     seen = []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,9 +15,12 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from lightning_llm.errors import UserError
-from lightning_llm.modules import CausalLMModule, SequenceClassificationModule, adapters
+from lightning_llm.modules import adapters
 from lightning_llm.runtime.argv import route_group_shorthands
 from lightning_llm.runtime.checkpoints import load_module
+from lightning_llm.runtime.extras import install_hint
+from lightning_llm.tasks.causal_lm import CausalLMModule
+from lightning_llm.tasks.classification import SequenceClassificationModule
 from tests.conftest import TINY_BERT
 
 LORA = {"method": "lora", "r": 4, "alpha": 8.0, "dropout": 0.0}
@@ -75,7 +80,7 @@ def test_checkpoint_restores_the_adapter_model(tmp_path: Path) -> None:
     """What llm-eval / llm-generate do with a LoRA checkpoint: rebuild from hyper-parameters, load the state."""
     module = _perturbed(SequenceClassificationModule(model_type="bert", peft=LORA, **TINY))
     path = tmp_path / "x.ckpt"
-    torch.save({"lightning_llm_module": "lightning_llm.modules.classification.SequenceClassificationModule",
+    torch.save({"lightning_llm_module": "lightning_llm.tasks.classification.SequenceClassificationModule",
                 "hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
     restored = load_module(path)
     assert restored.has_adapter
@@ -112,7 +117,7 @@ def test_settings_stay_as_given() -> None:
 
 def test_missing_peft_extra_is_one_line(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "peft", None)
-    with pytest.raises(UserError, match=r'model.peft needs the peft extra: pip install "lightning-llm\[peft\]"'):
+    with pytest.raises(UserError, match=r'model.peft needs the peft extra: ' + re.escape(install_hint("peft")) + r''):
         SequenceClassificationModule(model_type="bert", peft=LORA, **TINY)
 
 
@@ -153,3 +158,25 @@ def test_lora_learns_from_a_pretrained_encoder_exports_and_evals(run_cli, tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert evaluated["test"]["test/acc"] == pytest.approx(results["test"]["test/acc"])
+
+
+@pytest.mark.parametrize(("rate", "warned"), [(5e-5, True), (2e-5, True), (1e-4, False), (3e-3, False)])
+def test_full_fine_tuning_rate_under_lora_is_said_in_one_line(capsys, rate: float, warned: bool) -> None:
+    """A LoRA run at a full fine-tuning rate (e.g. model.learning_rate=5e-5 on the command line, which wins over
+    peft=lora's default) says so at the start in one stderr line; the rate given is still the one used."""
+    module = SequenceClassificationModule(model_type="bert", peft=LORA, learning_rate=rate, **TINY)
+    module._trainer = SimpleNamespace(is_global_zero=True)  # on_fit_start reads only this of the trainer
+    module.on_fit_start()
+    out, err = capsys.readouterr()
+    assert f"learning rate {rate:g}" in out and module.hparams.learning_rate == rate
+    lines = err.splitlines()
+    if warned:
+        assert lines == [f"warning: model.learning_rate={rate:g} with LoRA looks like a full fine-tuning rate: "
+                         f"adapters start from zero and usually need 0.0001 or more (without model.learning_rate=, "
+                         f"peft=lora uses its own default, conf/peft/learning_rate/lora.yaml)"]
+    else:
+        assert lines == []
+    full = SequenceClassificationModule(model_type="bert", learning_rate=rate, **TINY)  # no LoRA: nothing said
+    full._trainer = SimpleNamespace(is_global_zero=True)
+    full.on_fit_start()
+    assert capsys.readouterr() == ("", "")

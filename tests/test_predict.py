@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import (
     BertConfig,
     BertForQuestionAnswering,
@@ -18,27 +17,18 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from lightning_llm.data.question_answering import QuestionAnsweringDataModule
 from lightning_llm.data.sources import BUNDLED_DIR
 from lightning_llm.errors import UserError
-from lightning_llm.modules.question_answering import SquadMetric
 from lightning_llm.predict import predict
+from lightning_llm.tasks.question_answering import QuestionAnsweringDataModule, SquadMetric
+from tests.conftest import wordpiece_tokenizer, write_jsonl
 
 WORDS = "anna bob smith visited met new york paris city the tower stands in where is what first alpha bravo .".split()
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
 
 def _tokenizer() -> PreTrainedTokenizerFast:
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = specials + WORDS + ["##bel", "##rk"]
-    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]",
-                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+    return wordpiece_tokenizer(WORDS + ["##bel", "##rk"])
 
 
 def _save(model_cls, path: Path, **config) -> Path:
@@ -61,11 +51,6 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                          id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})}
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 def _predict(compose_cfg, *overrides: str) -> list | dict:
     result = predict(compose_cfg(list(overrides), config_name="predict"))
     text = Path(result["output_file"]).read_text()
@@ -75,7 +60,7 @@ def _predict(compose_cfg, *overrides: str) -> list | dict:
 def test_ner_tags_each_word_from_its_first_sub_word(compose_cfg, models_dir, tmp_path: Path) -> None:
     sentences = [["Annabel", "visited", "New", "York"], ["Bob", "Smith", "met", "Anna", "."]]
     records = _predict(compose_cfg, f"model_path={models_dir['ner']}",
-                       f"input_file={_write_jsonl(tmp_path / 'in.jsonl', [{'tokens': s} for s in sentences])}")
+                       f"input_file={write_jsonl(tmp_path / 'in.jsonl', [{'tokens': s} for s in sentences])}")
     model = BertForTokenClassification.from_pretrained(models_dir["ner"]).eval()
     tokenizer = _tokenizer()
     for sentence, record in zip(sentences, records):
@@ -89,9 +74,9 @@ def test_ner_tags_each_word_from_its_first_sub_word(compose_cfg, models_dir, tmp
     assert _predict(compose_cfg, f"model_path={models_dir['ner']}", f"input_file={tmp_path / 'in.txt'}") == records
     long = (sentences[1] * 4)[:18]
     windowed = _predict(compose_cfg, f"model_path={models_dir['ner']}", "max_length=8",
-                        f"input_file={_write_jsonl(tmp_path / 'long.jsonl', [{'tokens': long}])}")[0]
+                        f"input_file={write_jsonl(tmp_path / 'long.jsonl', [{'tokens': long}])}")[0]
     first = _predict(compose_cfg, f"model_path={models_dir['ner']}",
-                     f"input_file={_write_jsonl(tmp_path / 'first.jsonl', [{'tokens': long[:6]}])}")[0]
+                     f"input_file={write_jsonl(tmp_path / 'first.jsonl', [{'tokens': long[:6]}])}")[0]
     assert len(windowed["tags"]) == len(long) and windowed["tags"][:6] == first["tags"]
 
 
@@ -102,7 +87,7 @@ def test_qa_answers_equal_the_evaluation_post_processing(compose_cfg, models_dir
     rows = [{"id": f"q{i}", "question": q, "context": CONTEXT, "answers": {"text": [a], "answer_start": [
         CONTEXT.index(a)]}} for i, (q, a) in enumerate([("where is the tower ?", "new paris city"),
                                                          ("what is first ?", "alpha bravo")])]
-    path = _write_jsonl(tmp_path / "dev.jsonl", rows)
+    path = write_jsonl(tmp_path / "dev.jsonl", rows)
     answers = _predict(compose_cfg, f"model_path={models_dir['qa']}", f"input_file={path}", "max_length=24",
                        "doc_stride=6", "batch_size=3")
     # The evaluation path on the same file: data module windows, the model's logits, SquadMetric.
@@ -140,7 +125,7 @@ def test_classification_labels_and_probabilities(compose_cfg, models_dir, tmp_pa
     ("missing_file", "input_file: file not found:"),
     ("missing_model", "model_path: not found: ./nope")])
 def test_bad_input_is_one_line(compose_cfg, models_dir, tmp_path: Path, case: str, message: str) -> None:
-    path = _write_jsonl(tmp_path / "in.jsonl", [{"tokens": ["anna"]}, {"tokens": "anna met bob"}])
+    path = write_jsonl(tmp_path / "in.jsonl", [{"tokens": ["anna"]}, {"tokens": "anna met bob"}])
     overrides = {"missing_column": [f"model_path={models_dir['ner']}", "tokens_column=words"],
                  "not_a_list": [f"model_path={models_dir['ner']}"],
                  "qa_missing_context": [f"model_path={models_dir['qa']}", "question_column=tokens"],
@@ -166,3 +151,26 @@ def test_cli_on_a_trained_run_predicts_what_its_evaluation_wrote(run_cli, tmp_pa
                    f"input_file={BUNDLED_DIR / 'qa_test.jsonl'}", f"output_file={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(out.read_text()) == expected and len(expected) == 200
+
+
+@pytest.mark.slow
+def test_cli_on_a_trained_ner_run_tags_what_its_evaluation_wrote(run_cli, tmp_path: Path) -> None:
+    """llm-train a tiny NER model, then llm-predict on its run directory: each test sentence's tags equal the run's
+    predictions_test.jsonl (on the words evaluation scored: a sentence cut at max_length keeps its first words,
+    while llm-predict tags the rest in further windows)."""
+    tiny = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
+            "model.intermediate_size=64", "model.tokenizer_vocab_size=300", "trainer.max_epochs=2",
+            "logger=none", "callbacks.rich_progress_bar=null", "export=false"]
+    proc = run_cli("lightning_llm.train", "experiment=ner_demo", *tiny, f"paths.output_dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = [json.loads(line) for line in (tmp_path / "run" / "predictions_test.jsonl").read_text().splitlines()]
+    out = tmp_path / "tags.jsonl"
+    proc = run_cli("lightning_llm.predict", f"model_path={tmp_path / 'run'}",
+                   f"input_file={BUNDLED_DIR / 'ner_test.jsonl'}", f"output_file={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    predicted = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(predicted) == len(expected) > 0
+    for mine, run in zip(predicted, expected):
+        n = len(run["words"])
+        assert mine["words"][:n] == run["words"] and mine["tags"][:n] == run["predicted"]
+    assert len({tag for r in predicted for tag in r["tags"]}) > 1  # not a constant prediction

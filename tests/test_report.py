@@ -223,3 +223,75 @@ def test_importances_say_in_one_line_why_there_are_none() -> None:
     flat = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     flat.optimize(lambda t: 0 * t.suggest_float("x", 0, 1) + 0 * t.suggest_float("y", 0, 1), n_trials=5)
     assert importances(flat)[1] == "no parameter importances: all 5 completed trials have the same value"
+
+
+def searched_sweep(root: Path) -> Path:
+    """An Optuna-style sweep directory: weight decay searched on a log scale over a narrow range (2.5x, so only the
+    search space says log), the learning rate a plain interval, batch size a choice; one job of each state."""
+    sweep = root / "searched"
+    params = {"model.weight_decay": "tag(log, interval(1e-4, 1e-3))", "model.learning_rate": "interval(1e-5, 1e-4)",
+              "data.batch_size": "choice(16, 32)"}
+    sweep.mkdir(parents=True)
+    OmegaConf.save({"hydra": {"sweeper": {"params": params}, "overrides": {"task": ["seed=1"]}}},
+                   sweep / "multirun.yaml")
+    jobs = [("completed", 0.8, "2e-4", "16"), ("completed", 0.9, "3e-4", "32"), ("pruned", 0.6, "4e-4", "16"),
+            ("failed", None, "5e-4", "32"), ("running", None, "2.5e-4", "16")]
+    for job, (status, value, wd, bs) in enumerate(jobs):
+        job_dir = sweep / str(job)
+        (job_dir / ".hydra").mkdir(parents=True)
+        OmegaConf.save(["seed=1", f"model.weight_decay={wd}", f"model.learning_rate={2e-5 * (job + 1):g}",
+                        f"data.batch_size={bs}"], job_dir / ".hydra" / "overrides.yaml")
+        results = {"status": status, "optimized_metric": {"name": "val/acc_best", "value": value}}
+        if value is not None:
+            results["val"] = {"val/acc_best": value}
+        (job_dir / "results.json").write_text(json.dumps(results))
+    return sweep
+
+
+def parameter_figure(sweep: Path, key: str):
+    from lightning_llm.report import build_rows, log_scale_keys, metric_vs_param_figure, rank
+
+    rows, metric, keys = build_rows([sweep], None)
+    assert keys == ["model.weight_decay", "model.learning_rate", "data.batch_size"]
+    return metric_vs_param_figure(rank(rows, "maximize"), metric, key, keys, log_scale_keys([sweep]))
+
+
+def test_parameter_plots_show_every_trial_on_the_searched_scale(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    sweep = searched_sweep(tmp_path)
+    fig = parameter_figure(sweep, "model.weight_decay")
+    ax, bar = fig.axes  # the plot and the colour bar of the second swept parameter
+    assert ax.get_xscale() == "log"  # tag(log, ...) in the search space, though the values span 2.5x
+    trials = [c for c in ax.collections if c.get_label() != "best"]
+    assert sum(len(c.get_offsets()) for c in trials) == 5  # pruned, failed and unfinished ones too
+    assert {c.get_label() for c in trials} >= {"completed (2)", "pruned (1), last report", "failed (1)",
+                                               "unfinished (1)"}
+    assert all(c.get_array() is not None for c in trials)  # coloured by a parameter, not by state
+    assert bar.get_ylabel() == "model.learning_rate"
+    (star,) = [c for c in ax.collections if c.get_label() == "best"]
+    assert list(star.get_offsets()[0]) == pytest.approx([3e-4, 0.9])
+    faces = star.get_facecolors()
+    assert len(faces) == 0 or faces[:, 3].max() == 0  # hollow: the point inside stays visible
+    assert star.get_zorder() < min(c.get_zorder() for c in trials)  # and under every point
+    plt.close(fig)
+
+    fig = parameter_figure(sweep, "model.learning_rate")
+    assert fig.axes[0].get_xscale() == "log"  # a learning rate: log whatever its span
+    assert fig.axes[1].get_ylabel() == "model.weight_decay"
+    plt.close(fig)
+    fig = parameter_figure(sweep, "data.batch_size")
+    assert fig.axes[0].get_xscale() == "linear"
+    plt.close(fig)
+    main([str(sweep)])  # and the report draws them
+    assert (sweep / "report" / "val_acc_best_vs_model.weight_decay.png").read_bytes()[:4] == PNG
+
+
+def test_a_weight_decay_grid_stays_on_a_linear_axis(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    sweep = searched_sweep(tmp_path)
+    OmegaConf.save({"hydra": {"overrides": {"task": ["model.weight_decay=2e-4,5e-4"]}}}, sweep / "multirun.yaml")
+    fig = parameter_figure(sweep, "model.weight_decay")
+    assert fig.axes[0].get_xscale() == "linear"
+    plt.close(fig)

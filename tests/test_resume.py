@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 from omegaconf import open_dict
 
 from lightning_llm.config.validation import resolve_ckpt_path
+from lightning_llm.data.sources import BUNDLED_DIR
 from lightning_llm.runtime.results import PREEMPTED_EXIT_CODE
 from lightning_llm.tracking.loggers import WANDB_ID_FILE
 from tests.conftest import TINY_BERT, TINY_GPT
@@ -124,30 +126,77 @@ def test_ckpt_path_last_picks_the_newest_last_checkpoint(compose_cfg, tmp_path: 
     assert resolve_ckpt_path(cfg) == str(older)
 
 
-@pytest.mark.slow  # two CLI runs (~30 s)
-def test_best_so_far_survives_a_resume_after_validation(run_cli, tmp_path: Path) -> None:
-    """Killed after the second validation: last.ckpt holds the best val/acc so far, and the resumed run's
-    val/acc_best is the best over all three validations (not just those after the restart)."""
+def _best_so_far_data(tmp_path: Path, task: str) -> list[str]:
+    """Data on which the best validation comes first and the metric then gets worse, so a resumed run can report
+    the uninterrupted run's best only if it kept the best from before the restart.
+    classification: a trigger word decides the label in training, validation has the labels flipped (val/acc falls
+    as the model learns); gpt: validation text of letters and digits the training corpus never has (val/ppl rises
+    as the model learns the corpus)."""
+    rng = random.Random(0)
+    if task == "classification":
+        fillers = ("the a film plot actor scene music was is very quite rather long short slow bright dark story "
+                   "ending camera light old new").split()
+
+        def write(path: Path, rows: int, flipped: bool) -> str:
+            with open(path, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["text", "label"])
+                for i in range(rows):
+                    words = [rng.choice(fillers) for _ in range(rng.randint(5, 9))]
+                    if i % 2 == 0:
+                        words.insert(rng.randrange(len(words) + 1), "zebra")
+                    writer.writerow([" ".join(words), "positive" if (i % 2 == 0) != flipped else "negative"])
+            return str(path)
+
+        return [*TINY_BERT, "model.learning_rate=3e-2", "data.batch_size=16",
+                f"data.train_file={write(tmp_path / 'train.csv', 256, False)}",
+                f"data.validation_file={write(tmp_path / 'validation.csv', 64, True)}"]
+    odd = tmp_path / "validation.txt"
+    odd.write_text("".join(" ".join("".join(rng.choice("QXZJKVW0123456789") for _ in range(rng.randint(2, 6)))
+                                    for _ in range(12)) + "\n" for _ in range(40)))
+    return [*TASKS["gpt"], "data.batch_size=8", "++trainer.limit_val_batches=2",
+            f"data.train_file={BUNDLED_DIR / 'corpus_train.txt'}", f"data.validation_file={odd}"]
+
+
+@pytest.mark.slow  # three CLI runs per task (~40 s)
+@pytest.mark.parametrize(("task", "metric", "mode"), [("classification", "val/acc", max), ("gpt", "val/ppl", min)])
+def test_best_so_far_survives_a_resume_after_validation(run_cli, tmp_path: Path, task: str, metric: str,
+                                                        mode) -> None:
+    """Killed after the second of three validations, whose best is the first: last.ckpt holds that best, and the
+    resumed run logs the same validations and the same `<metric>_best` as a run never interrupted (dropping the
+    restored best would report the third validation's worse value)."""
+    args = [*_best_so_far_data(tmp_path, task), "trainer.max_epochs=3", "++trainer.limit_train_batches=6",
+            "trainer.log_every_n_steps=1", "callbacks.rich_progress_bar=null",
+            "test=false", "export=false", "logger=csv"]
+    env = {"OMP_NUM_THREADS": "1"}  # same thread count in every run: same float sums (see the test above)
+
+    def validations(run_dir: Path) -> list[float]:
+        with open(run_dir / "csv" / "metrics.csv") as f:
+            return [float(row[metric]) for row in csv.DictReader(f) if row.get(metric)]
+
+    reference = tmp_path / "reference"
+    proc = run_cli("lightning_llm.train", *args, f"paths.output_dir={reference}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = validations(reference)
+    # What makes the test able to fail: the best comes before the restart and is strictly better than what follows.
+    assert len(expected) == 3 and mode(expected[:2]) == mode(expected) != expected[2], expected
+    assert results(reference)["val_last"][f"{metric}_best"] == pytest.approx(mode(expected))
+
     run_dir = tmp_path / "run"
-    args = [*TINY_BERT, "trainer.max_epochs=3", "++trainer.limit_train_batches=6", "++trainer.limit_val_batches=2",
-            "trainer.log_every_n_steps=1", "data.batch_size=8", "callbacks.rich_progress_bar=null", "test=false",
-            "export=false", "+callbacks.fault._target_=lightning_llm.callbacks.FaultInjection",
-            "+callbacks.fault.sigterm_at_step=13", f"paths.output_dir={run_dir}"]
-    assert run_cli("lightning_llm.train", *args).returncode == PREEMPTED_EXIT_CODE
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        accs = [float(row["val/acc"]) for row in csv.DictReader(f) if row.get("val/acc")]
-    assert len(accs) == 2
+    preempted = [*args, *PREEMPT[:1], "+callbacks.fault.sigterm_at_step=13", f"paths.output_dir={run_dir}"]
+    assert run_cli("lightning_llm.train", *preempted, env=env).returncode == PREEMPTED_EXIT_CODE
+    assert validations(run_dir) == expected[:2]
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert checkpoint["lightning_llm_best"] == {"val/acc": pytest.approx(max(accs))}
+    assert checkpoint["lightning_llm_best"] == {metric: pytest.approx(mode(expected[:2]))}
     assert {"optimizer_states", "lr_schedulers", "callbacks"} <= set(checkpoint)  # what a resume needs
     (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
     best_checkpoint = torch.load(best, map_location="cpu", weights_only=True)  # weights only: test and export
     assert "optimizer_states" not in best_checkpoint and best_checkpoint["state_dict"].keys() == \
         checkpoint["state_dict"].keys()
 
-    proc = run_cli("lightning_llm.train", *args, "ckpt_path=last")
+    proc = run_cli("lightning_llm.train", *preempted, "ckpt_path=last", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        accs = [float(row["val/acc"]) for row in csv.DictReader(f) if row.get("val/acc")]
-    assert len(accs) == 3
-    assert results(run_dir)["val"]["val/acc_best"] == pytest.approx(max(accs))
+    assert validations(run_dir) == expected  # the CSV continues: 2 validations before the kill, 1 after
+    resumed, uninterrupted = results(run_dir), results(reference)
+    assert resumed["val_last"] == uninterrupted["val_last"]  # <metric>_best included
+    assert resumed["val"] == uninterrupted["val"]  # the best checkpoint's validation

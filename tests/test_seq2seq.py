@@ -7,6 +7,8 @@ the test metrics, 2 DDP processes scoring the same corpus) and bad input in one 
 from __future__ import annotations
 
 import json
+import random
+import re
 import sys
 from pathlib import Path
 
@@ -23,14 +25,14 @@ from transformers import (
     GPT2Config,
 )
 
-from lightning_llm.data.seq2seq import Seq2SeqDataModule, seq2seq_scores, split_sentences
-from lightning_llm.data.sources import BUNDLED_DIR
 from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.errors import UserError
 from lightning_llm.evaluate import evaluate
 from lightning_llm.generate import generate
-from lightning_llm.modules.seq2seq import GenerationMetric
+from lightning_llm.predict import predict
 from lightning_llm.runtime.cli import launch
+from lightning_llm.runtime.extras import install_hint
+from lightning_llm.tasks.seq2seq import GenerationMetric, Seq2SeqDataModule, seq2seq_scores, split_sentences
 from lightning_llm.train import train
 
 TINY = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
@@ -40,32 +42,34 @@ TINY = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attentio
 RUN = ["model=seq2seq", "data=seq2seq", *TINY, "data.batch_size=16", "trainer.max_epochs=2",
        "++trainer.limit_train_batches=18", "model.learning_rate=5e-3", "model.no_repeat_ngram_size=2",
        "callbacks.rich_progress_bar=null"]
-from tests.conftest import compose_run_config
+from tests.conftest import bundled_rows, compose_run_config, prepared_datamodule, write_jsonl
+
+# The tiny runs' task: copy 2-4 words of an 8-word vocabulary after a fixed prefix. 36 steps learn the prefix and part
+# of the copy, so scores lie well inside (0, 100) (BLEU's 4-grams and ROUGE-2's bigrams match in part); the bundled
+# translation rows left ROUGE-2 and BLEU at 0, where a comparison with a rescoring could not fail.
+COPY_WORDS = "red blue green cat dog bird tree house".split()
+COPY_PREFIX = "the copy reads :"
+COPY_RUN = ["data.batch_size=32", "trainer.max_epochs=3", "model.learning_rate=2e-2"]
 
 
-def _bundled(name: str, n: int, start: int = 0) -> list[dict]:
-    lines = (BUNDLED_DIR / f"{name}_train.jsonl").read_text().splitlines()[start:start + n]
-    return [json.loads(line) for line in lines]
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(path)
+def _copy_rows(n: int) -> list[dict]:
+    rng = random.Random(0)
+    rows = []
+    for _ in range(n):
+        words = " ".join(rng.choice(COPY_WORDS) for _ in range(rng.randint(2, 4)))
+        rows.append({"source": words, "target": f"{COPY_PREFIX} {words}"})
+    return rows
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory):
-    rows = _bundled("translation", 300)
+    rows = bundled_rows("translation", 300)
     texts = [r["source"] for r in rows] + [r["target"] for r in rows]
     return train_tokenizer(texts, "sentencepiece", 200, tmp_path_factory.mktemp("tok"))
 
 
 def _datamodule(tmp_path: Path, tokenizer, files: dict[str, str], **kwargs) -> Seq2SeqDataModule:
-    dm = Seq2SeqDataModule(tokenizer=tokenizer, cache_dir=str(tmp_path / "cache"),
-                           **{f"{split}_file": path for split, path in files.items()}, **kwargs)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
+    return prepared_datamodule(Seq2SeqDataModule, tmp_path, files, tokenizer=tokenizer, **kwargs)
 
 
 PREDICTIONS = ["the cat sat on the mat .", "a dog runs in the park .", "hello there", "the big red house is old .",
@@ -116,8 +120,8 @@ def test_rouge_lsum_scores_newline_split_sentences() -> None:
 
 
 def test_labels_are_padded_with_minus_100(tmp_path: Path, tokenizer) -> None:
-    rows = _bundled("translation", 20)
-    files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
+    rows = bundled_rows("translation", 20)
+    files = {split: write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
     dm = _datamodule(tmp_path, tokenizer, files, source_prefix="translate ", max_target_length=6, pad_to_multiple_of=8)
     first = dm.datasets["train"][0]
     assert tokenizer.decode(first["input_ids"], skip_special_tokens=True) == "translate " + rows[0]["source"]
@@ -132,8 +136,8 @@ def test_labels_are_padded_with_minus_100(tmp_path: Path, tokenizer) -> None:
 
 def test_nested_translation_form(tmp_path: Path, tokenizer) -> None:
     rows = [{"translation": {"en": r["source"], "zx": r["target"]}, "id": i}
-            for i, r in enumerate(_bundled("translation", 10))]
-    files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
+            for i, r in enumerate(bundled_rows("translation", 10))]
+    files = {split: write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
     dm = _datamodule(tmp_path, tokenizer, files, source_lang="en", target_lang="zx")
     assert tokenizer.decode(dm.datasets["validation"][3]["labels"], skip_special_tokens=True) == \
         rows[3]["translation"]["zx"]
@@ -147,7 +151,7 @@ def test_nested_translation_form(tmp_path: Path, tokenizer) -> None:
 
 @pytest.mark.parametrize("case", ["missing_column", "empty_target", "one_lang"])
 def test_bad_input_is_one_line(tmp_path: Path, tokenizer, case: str) -> None:
-    rows = _bundled("translation", 6)
+    rows = bundled_rows("translation", 6)
     kwargs, expected = {}, ""
     if case == "missing_column":
         kwargs, expected = {"target_column": "german"}, "data.target_column='german' is not a column of the train"
@@ -156,17 +160,17 @@ def test_bad_input_is_one_line(tmp_path: Path, tokenizer, case: str) -> None:
         expected = "data (train) row 2: empty or missing 'target'"
     else:
         kwargs, expected = {"source_lang": "en"}, "data.source_lang='en', data.target_lang=None: give both"
-    files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
+    files = {split: write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
     with pytest.raises(UserError) as err:
         _datamodule(tmp_path, tokenizer, files, **kwargs)
     assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
 def test_cut_sources_are_counted_in_one_warning_line(tmp_path: Path, tokenizer, capsys) -> None:
-    rows = _bundled("translation", 12)
+    rows = bundled_rows("translation", 12)
     long = sum(len(tokenizer(r["source"])["input_ids"]) > 9 for r in rows)
     assert 0 < long < len(rows)
-    files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
+    files = {split: write_jsonl(tmp_path / f"{split}.jsonl", rows) for split in ("train", "validation")}
     dm = _datamodule(tmp_path, tokenizer, files, max_source_length=9)
     assert max(len(ids) for ids in dm.datasets["train"]["input_ids"]) == 9
     warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
@@ -174,7 +178,7 @@ def test_cut_sources_are_counted_in_one_warning_line(tmp_path: Path, tokenizer, 
 
 
 def _module(tokenizer, **kwargs):
-    from lightning_llm.modules.seq2seq import Seq2SeqModule
+    from lightning_llm.tasks.seq2seq import Seq2SeqModule
     special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
     return Seq2SeqModule(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                          vocab_size=len(tokenizer), special_token_ids=special, **kwargs)
@@ -214,15 +218,49 @@ def test_generation_settings_below_one_exit_2_before_hydra(override: str, tmp_pa
     assert lines == [f"error: {override} is out of range: must be > 0"] and not (tmp_path / "run").exists()
 
 
+# Multi-sentence summaries (lower case: the test tokenizer's alphabet), their sentences given by hand: rouge-score on these lists joined by newlines is the
+# reference, independent of our sentence splitter. Word order moves across sentences, so rougeLsum != rougeL, and
+# bigrams are shared in part, so rouge2 is well inside (0, 100).
+SUMMARY_PREDICTIONS = [["anna opened the shop.", "it rained all day."], ["the train was late.", "we waited an hour."],
+                       ["prices rose again.", "shops closed early.", "people stayed home."]]
+SUMMARY_REFERENCES = [["it rained all day.", "anna opened the old shop."], ["we waited one hour.", "the train was late."],
+                      ["shops closed early.", "prices rose again.", "most people stayed at home."]]
+
+
+def test_rouge_on_multi_sentence_summaries_equals_rouge_score_on_given_sentences(tokenizer) -> None:
+    """The model's metric (GenerationMetric over two batches) on multi-sentence texts: ROUGE-1/2/L/Lsum equal
+    rouge-score's on the hand-split sentences joined by newlines, BLEU/chrF equal sacrebleu's corpus scores."""
+    preds, refs = [" ".join(p) for p in SUMMARY_PREDICTIONS], [" ".join(r) for r in SUMMARY_REFERENCES]
+    metric = GenerationMetric(tokenizer.pad_token_id)
+    for part in (slice(0, 1), slice(1, 3)):
+        generated = torch.cat([torch.zeros(len(preds[part]), 1, dtype=torch.long), _ids(tokenizer, preds[part])], 1)
+        labels = _ids(tokenizer, refs[part]).masked_fill(_ids(tokenizer, refs[part]) == tokenizer.pad_token_id, -100)
+        encoded = tokenizer(refs[part], padding=True, return_tensors="pt")
+        metric.update(generated, labels, encoded["input_ids"], encoded["attention_mask"])
+    metric.tokenizer = tokenizer
+    decoded = metric.texts()
+    assert decoded["prediction"] == preds and decoded["reference"] == refs
+    values = metric.compute()
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
+    by_hand = [scorer.score("\n".join(r), "\n".join(p)) for p, r in zip(SUMMARY_PREDICTIONS, SUMMARY_REFERENCES)]
+    for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        expected = 100 * sum(s[name].fmeasure for s in by_hand) / len(by_hand)
+        assert values[name] == pytest.approx(expected, abs=1e-6), name
+    assert 10 < values["rouge2"] < 90 and values["rougeLsum"] > values["rougeL"] + 10
+    assert values["bleu"] == pytest.approx(corpus_bleu(preds, [refs]).score, abs=1e-6)
+    assert values["chrf"] == pytest.approx(corpus_chrf(preds, [refs]).score, abs=1e-6)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """One tiny T5 from scratch (d_model 32, 1+1 layers) on local files: (run dir, results)."""
+    """One tiny T5 from scratch (d_model 32, 1+1 layers) on local files of the copy task: (run dir, results)."""
     tmp = tmp_path_factory.mktemp("seq2seq_run")
-    rows = _bundled("translation", 400)
-    files = {"train": _write_jsonl(tmp / "train.jsonl", rows[112:]),
-             "validation": _write_jsonl(tmp / "validation.jsonl", rows[80:96]),
-             "test": _write_jsonl(tmp / "test.jsonl", rows[96:112])}
-    cfg = compose_run_config(tmp / "run", [*RUN, *(f"data.{split}_file={path}" for split, path in files.items())])
+    rows = _copy_rows(400)
+    files = {"train": write_jsonl(tmp / "train.jsonl", rows[32:]),
+             "validation": write_jsonl(tmp / "validation.jsonl", rows[:16]),
+             "test": write_jsonl(tmp / "test.jsonl", rows[16:32])}
+    cfg = compose_run_config(tmp / "run", [*RUN, *COPY_RUN,
+                                           *(f"data.{split}_file={path}" for split, path in files.items())])
     results = train(cfg)
     GlobalHydra.instance().clear()
     return tmp / "run", results
@@ -240,6 +278,39 @@ def _rescore(path: Path) -> tuple[list[dict], dict[str, float]]:
     return rows, values
 
 
+@pytest.mark.slow  # 90 training steps (~1 min on 2 busy cores)
+def test_two_sentence_run_rescores_with_rouge_score_on_sentences_split_here(tmp_path: Path) -> None:
+    """A run that learns some bigrams (test ROUGE-2 > 0) on two-sentence targets (pairs of
+    bundled translation rows): rouge-score on sentences split in this test (after each '. ', not our
+    `split_sentences`) and joined by newlines gives the run's ROUGE-1/2/L/Lsum; rougeLsum differs from rougeL."""
+    rows = bundled_rows("translation", 400)
+    pairs = [{"source": f"{a['source']} {b['source']}", "target": f"{a['target']} {b['target']}"}
+             for a, b in zip(rows[0::2], rows[1::2])]
+    files = {"train": write_jsonl(tmp_path / "train.jsonl", pairs[56:]),
+             "validation": write_jsonl(tmp_path / "validation.jsonl", pairs[40:48]),
+             "test": write_jsonl(tmp_path / "test.jsonl", pairs[48:56])}
+    learn = ["trainer.max_epochs=10", "++trainer.limit_train_batches=1.0", "model.generation_max_new_tokens=32",
+             "model.learning_rate=1e-2"]
+    results = train(compose_run_config(tmp_path / "run", [*RUN, *learn, *(f"data.{split}_file={path}"
+                                                                            for split, path in files.items())]))
+    GlobalHydra.instance().clear()
+    test = results["test"]
+    assert test["test/rouge2"] > 0.5, test  # docs/benchmarks.md ("seq2seq two-sentence run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "predictions_test.jsonl").read_text().splitlines()]
+    assert len(records) == 8 and all(r["reference"].count(". ") == 1 for r in records)
+
+    def sentences(text: str) -> str:
+        return "\n".join(re.split(r"(?<=\.) ", text.strip()))
+
+    types = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+    scorer = rouge_scorer.RougeScorer(types, use_stemmer=True)
+    scores = [scorer.score(sentences(r["reference"]), sentences(r["prediction"])) for r in records]
+    for name in types:
+        expected = 100 * sum(score[name].fmeasure for score in scores) / len(scores)
+        assert test[f"test/{name}"] == pytest.approx(expected, abs=1e-4), name  # float32 logs
+    assert test["test/rougeLsum"] != pytest.approx(test["test/rougeL"], abs=0.1)
+
+
 def test_run_writes_generation_metrics_that_rescore_from_predictions(tiny_run) -> None:
     run, results = tiny_run
     saved = json.loads((run / "results.json").read_text())
@@ -253,13 +324,14 @@ def test_run_writes_generation_metrics_that_rescore_from_predictions(tiny_run) -
         details = saved["details"][stage]
         assert details["examples"] == 16 and "tok:13a" in details["sacrebleu_signature"]["bleu"]
         for name, value in rescored.items():
+            assert 5 < value < 95, (stage, name, value)  # a comparison at 0 or 100 could not fail
             assert details["metrics"][f"{stage}/{name}"] == pytest.approx(value, abs=1e-6), (stage, name)
             assert saved[stage][f"{stage}/{name}"] == pytest.approx(value, abs=1e-4), (stage, name)  # float32 logs
     assert not list(run.glob("sacrebleu_*.json"))
 
 
 def _test_sources() -> list[str]:
-    return [r["source"] for r in _bundled("translation", 112)[96:112]]
+    return [r["source"] for r in _copy_rows(32)[16:32]]
 
 
 def test_export_reloads_and_generates_the_same(tiny_run) -> None:
@@ -327,13 +399,13 @@ def test_llm_eval_from_checkpoint_reproduces_test_metrics(tiny_run, compose_cfg)
 
 def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(__import__("sys").modules, "sacrebleu", None)
-    with pytest.raises(UserError, match=r'^model=seq2seq needs the seq2seq extra: pip install "lightning-llm\[seq2seq\]"$'):
+    with pytest.raises(UserError, match=r'^model=seq2seq needs the seq2seq extra: ' + re.escape(install_hint("seq2seq")) + r'$'):
         seq2seq_scores(["a"], ["a"])
 
 
 @pytest.mark.parametrize("model_type", ["bart", "marian"])
 def test_size_fields_map_per_architecture(model_type: str, tokenizer) -> None:
-    from lightning_llm.modules.seq2seq import Seq2SeqModule
+    from lightning_llm.tasks.seq2seq import Seq2SeqModule
     special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
     module = Seq2SeqModule(model_type=model_type, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                            intermediate_size=64, max_position_embeddings=64, vocab_size=len(tokenizer),
@@ -368,12 +440,12 @@ def test_ddp_sim_scores_the_same_corpus_as_one_process(tmp_path: Path, run_cli) 
     """Corpus BLEU/chrF/ROUGE of 2 processes equal one process's: every rank's predictions are gathered before
     scoring. 15 rows: an odd count, which Lightning's DistributedSampler would even out by scoring one row twice
     (the evaluation sampler splits them 8/7)."""
-    rows = _bundled("translation", 400)
-    files = {"train": _write_jsonl(tmp_path / "train.jsonl", rows[112:]),
-             "validation": _write_jsonl(tmp_path / "validation.jsonl", rows[80:96]),
-             "test": _write_jsonl(tmp_path / "test.jsonl", rows[96:111])}
+    rows = _copy_rows(400)
+    files = {"train": write_jsonl(tmp_path / "train.jsonl", rows[32:]),
+             "validation": write_jsonl(tmp_path / "validation.jsonl", rows[:16]),
+             "test": write_jsonl(tmp_path / "test.jsonl", rows[16:31])}
     data = [f"data.{split}_file={path}" for split, path in files.items()]
-    one = train(compose_run_config(tmp_path / "one", [*RUN, *data]))
+    one = train(compose_run_config(tmp_path / "one", [*RUN, *COPY_RUN, *data]))
     GlobalHydra.instance().clear()
     resolved = [f"data.cache_dir={tmp_path / 'cache'}", "data.seed=42"]
     proc = run_cli("lightning_llm.evaluate", f"ckpt_path={one['best_checkpoint']}", "hardware=ddp_sim",
@@ -383,7 +455,21 @@ def test_ddp_sim_scores_the_same_corpus_as_one_process(tmp_path: Path, run_cli) 
     assert ddp["details"]["test"]["examples"] == one["details"]["test"]["examples"] == 15
     for name, value in one["details"]["test"]["metrics"].items():
         assert ddp["details"]["test"]["metrics"][name] == pytest.approx(value, abs=1e-6), name
-    assert ddp["details"]["test"]["metrics"]["test/chrf"] > 0  # real predictions, not empty strings
+    assert all(5 < ddp["details"]["test"]["metrics"][f"test/{name}"] < 95 for name in ("bleu", "rouge2"))
     lines = {path: sorted((path / "predictions_test.jsonl").read_text().splitlines())
              for path in (tmp_path / "one", tmp_path / "ddp")}
     assert lines[tmp_path / "one"] == lines[tmp_path / "ddp"]
+
+
+def test_llm_predict_generates_what_the_run_evaluation_wrote(tiny_run, compose_cfg, tmp_path: Path) -> None:
+    """llm-predict on the run directory (its best checkpoint, its source settings) with the test file's sources:
+    the run's own predictions_test.jsonl, source by source."""
+    run, _ = tiny_run
+    expected = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
+    out = tmp_path / "predicted.jsonl"
+    result = predict(compose_cfg([f"model_path={run}", f"input_file={run.parent / 'test.jsonl'}",
+                                  f"output_file={out}", "batch_size=5"], "predict"))
+    predicted = [json.loads(line) for line in out.read_text().splitlines()]
+    assert result["task"] == "seq2seq" and len(predicted) == len(expected) == 16
+    assert [r["prediction"] for r in predicted] == [r["prediction"] for r in expected]
+    assert len({r["prediction"] for r in predicted}) > 1  # not one constant output

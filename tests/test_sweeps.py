@@ -191,7 +191,7 @@ def test_optuna_search_writes_best_params_and_resumes_the_study(run_cli, tmp_pat
     second = run_cli("lightning_llm.train", "hparams_search=optuna", *TINY_JOB, "hydra.sweeper.n_trials=1")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "2 trials so far, 1 to add" in second.stdout
-    study = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/outputs/train/optuna.db")
+    study = optuna.load_study(study_name="classification", storage=f"sqlite:///{tmp_path}/outputs/classification/optuna.db")
     assert [t.number for t in study.trials] == [0, 1, 2]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert study.trials[2].params not in (study.trials[0].params, study.trials[1].params)
@@ -208,12 +208,12 @@ def test_sweep_survives_a_crashing_job(run_cli, tmp_path: Path) -> None:
     summary = [line for line in proc.stderr.splitlines() if line.startswith("sweep:")]
     assert len(summary) == 1 and summary[0].startswith("sweep: 1 of 3 jobs failed (job 2, failed:")
     (sweep_dir,) = _sweep_dirs(tmp_path)
-    assert sweep_dir.parent.parent.name == "train"  # outputs/<task_name>/multiruns/<timestamp>/<job>
+    assert sweep_dir.parent.parent.name == "classification"  # outputs/<task_name>/multiruns/<timestamp>/<job>
     statuses = {job: json.loads((sweep_dir / job / "results.json").read_text()) for job in ("0", "1", "2")}
     assert statuses["0"]["status"] == statuses["1"]["status"] == "completed"
     assert statuses["2"]["status"] == "failed"
     assert "hidden size (32) is not a multiple" in statuses["2"]["error"]
-    assert "job failed:" in (sweep_dir / "2" / "train.log").read_text()  # the job's own log says why
+    assert "job failed:" in (sweep_dir / "2" / "classification.log").read_text()  # the job's own log says why
 
     for job, heads in (("0", 1), ("1", 2)):  # TensorBoard's HParams dashboard can compare the jobs
         hparams, metrics = tensorboard_hparams(sweep_dir / job / "tensorboard")

@@ -161,15 +161,15 @@ PRUNED_SEARCH = ["hparams_search=optuna", *TINY_JOB, "trainer.max_epochs=3", "++
 
 @pytest.mark.slow  # 3 tiny trainings (~20 s)
 def test_trials_that_cannot_learn_are_pruned_before_their_last_epoch(run_cli, tmp_path: Path) -> None:
-    storage = f"sqlite:///{tmp_path}/outputs/train/optuna.db"
-    (tmp_path / "outputs" / "train").mkdir(parents=True)
-    study = optuna.create_study(study_name="train", storage=storage, direction="maximize")
+    storage = f"sqlite:///{tmp_path}/outputs/classification/optuna.db"
+    (tmp_path / "outputs" / "classification").mkdir(parents=True)
+    study = optuna.create_study(study_name="classification", storage=storage, direction="maximize")
     for lr in (3e-3, 1e-7, 1e-6):  # one trial that learns first, then two whose learning rate is far too small
         study.enqueue_trial({"model.learning_rate": lr})
     proc = run_cli("lightning_llm.train", *PRUNED_SEARCH, "hydra.sweeper.n_trials=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "sweep: 3 jobs completed (2 pruned)" in proc.stdout
-    trials = optuna.load_study(study_name="train", storage=storage).trials
+    trials = optuna.load_study(study_name="classification", storage=storage).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED]
     (sweep_dir,) = _sweep_dirs(tmp_path)
     results = [json.loads((sweep_dir / job / "results.json").read_text()) for job in "012"]
@@ -194,19 +194,19 @@ def test_submitit_local_launcher_runs_a_grid_sweep_and_an_optuna_search(run_cli,
     ok, failed = (json.loads((grid_dir / job / "results.json").read_text()) for job in "01")
     assert ok["status"] == "completed" and ok["global_step"] == 2 and ok["run_dir"] == str(grid_dir / "0")
     assert failed["status"] == "failed" and "not a multiple of the number of attention heads" in failed["error"]
-    assert "job failed:" in (grid_dir / "1" / "train.log").read_text()
+    assert "job failed:" in (grid_dir / "1" / "classification.log").read_text()
     assert len(list(grid_dir.glob(".submitit/*/*_log.out"))) == 2  # submitit ran each job as its own process
 
     search = run_cli("lightning_llm.train", "hparams_search=optuna", *tiny, "hydra.sweeper.n_trials=2")
     assert search.returncode == 0, search.stderr[-3000:]
     assert "sweep: 2 jobs completed" in search.stdout
     (search_dir,) = [d for d in _sweep_dirs(tmp_path) if d != grid_dir]
-    trials = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/outputs/train/optuna.db").trials
+    trials = optuna.load_study(study_name="classification", storage=f"sqlite:///{tmp_path}/outputs/classification/optuna.db").trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     for job, trial in zip("01", trials):
         results = json.loads((search_dir / job / "results.json").read_text())
         assert results["status"] == "completed" and results["optimized_metric"]["value"] == pytest.approx(trial.value)
-        assert (search_dir / job / "train.log").is_file()
+        assert (search_dir / job / "classification.log").is_file()
     assert OmegaConf.load(search_dir / "optimization_results.yaml").n_complete == 2
 
 
@@ -222,7 +222,7 @@ def test_joblib_launcher_runs_two_trials_at_once_each_with_its_thread_share(run_
     assert f"optuna: 2 jobs at once, {threads} CPU thread(s) each" in search.stdout
     assert "sweep: 2 jobs completed" in search.stdout
     (sweep_dir,) = _sweep_dirs(tmp_path)
-    trials = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/outputs/train/optuna.db").trials
+    trials = optuna.load_study(study_name="classification", storage=f"sqlite:///{tmp_path}/outputs/classification/optuna.db").trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     for job, trial in zip("01", trials):
         results = json.loads((sweep_dir / job / "results.json").read_text())

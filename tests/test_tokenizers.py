@@ -38,10 +38,9 @@ def test_tokenizer_training_gives_the_same_vocabulary_in_every_process(tmp_path:
         writer.writerows({"text": row["text"]} for row in list(csv.DictReader(src))[:600])
     # A second process: the trainers' hash maps are seeded per process (wordpiece differed there before the fix,
     # huggingface/tokenizers#1794).
-    script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from tests.test_tokenizers import vocab_hashes; "
-              "print(*vocab_hashes(sys.argv[1]), sep='\\n')")
+    script = "import sys; from tests.test_tokenizers import vocab_hashes; print(*vocab_hashes(sys.argv[1]), sep='\\n')"
     other = subprocess.run([sys.executable, "-c", script, str(corpus)], capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "PYTHONHASHSEED": "1"})
+                           cwd=REPO, env={**os.environ, "PYTHONHASHSEED": "1"})
     assert other.returncode == 0, other.stderr[-2000:]
     here = vocab_hashes(corpus)
     assert len(here) == 3 and other.stdout.splitlines() == here

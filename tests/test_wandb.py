@@ -73,7 +73,7 @@ def test_wandb_sweep_gives_one_offline_run_per_job(run_cli, tmp_path: Path, monk
                    "+note=${oc.env:HF_TOKEN}", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "logging offline" in proc.stdout
-    (sweep_dir,) = {p.parent for p in tmp_path.glob("outputs/train/multiruns/*/multirun.yaml")}
+    (sweep_dir,) = {p.parent for p in tmp_path.glob("outputs/classification/multiruns/*/multirun.yaml")}
 
     runs = []
     for job, heads in (("0", 1), ("1", 2)):
@@ -82,7 +82,7 @@ def test_wandb_sweep_gives_one_offline_run_per_job(run_cli, tmp_path: Path, monk
         run = read_offline_run(run_dir)
         runs.append(run)
         assert run["id"] == (job_dir / WANDB_ID_FILE).read_text().strip()
-        assert run["group"] == sweep_dir.name and run["job_type"] == "train"
+        assert run["group"] == sweep_dir.name and run["job_type"] == "classification"  # job_type = task_name
         assert run["name"] == f"{job}:model.num_attention_heads={heads}"
         config = run["config"]  # the resolved config, this job's values
         assert config["model"]["num_attention_heads"] == heads

@@ -22,7 +22,7 @@ class GenerationSamples(pl.Callback):
 
     Samples go to `<run>/generation_samples.txt`, to TensorBoard (`add_text`) and to W&B (a table via `log_text`)
     when those loggers are present. Greedy decoding draws no random numbers, so training RNG streams are unchanged.
-    A no-op for non-causal-LM modules, and under FSDP/DeepSpeed (sharded weights need every rank to generate).
+    A no-op for modules of tasks that do not generate or are encoder-decoders, and under FSDP/DeepSpeed (sharded weights need every rank to generate).
     """
 
     def __init__(self, prompts: list[str], max_new_tokens: int = 24, every_n_validations: int = 1,
@@ -35,8 +35,9 @@ class GenerationSamples(pl.Callback):
         strategy = trainer.strategy
         local = isinstance(strategy, SingleDeviceStrategy) or (
             isinstance(strategy, DDPStrategy) and not isinstance(strategy, DeepSpeedStrategy))
-        return (bool(self.prompts) and local and getattr(pl_module, "task", None) == "causal_lm"
-                and getattr(trainer.datamodule, "tokenizer", None) is not None)
+        decoder_only = getattr(pl_module, "generates", False) and not getattr(pl_module, "encoder_decoder", True)
+        return (bool(self.prompts) and local and decoder_only
+                and getattr(pl_module, "tokenizer", None) is not None)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not self._active(trainer, pl_module):
@@ -44,7 +45,7 @@ class GenerationSamples(pl.Callback):
         self._validations += 1
         if self._validations % self.every_n_validations or not trainer.is_global_zero:
             return
-        samples = self.generate(pl_module.model, trainer.datamodule.tokenizer)
+        samples = self.generate(pl_module.model, pl_module.tokenizer)
         self._log(trainer, samples)
 
     def generate(self, model: Any, tokenizer: Any) -> list[tuple[str, str]]:

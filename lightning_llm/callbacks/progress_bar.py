@@ -22,9 +22,7 @@ class LogIntervalProgressBar(pl.callbacks.RichProgressBar):
 
     def __init__(self, refresh_rate: int = 10, **kwargs: Any) -> None:
         """`refresh_rate`: redraws per second at most. Lightning's default (100) wakes its refresh thread every
-        10 ms, and each wake takes the GIL and a core from the training threads: on 2 cores, MiniLM-shape
-        fine-tuning (94 steps) had 3.4k involuntary context switches instead of 1.2k at 10, and its steps took
-        1-4% longer (22.0 s against 21.1 s, medians of 3; scripts/benchmark.py b6 --train-rows 3000)."""
+        10 ms, and each wake takes the GIL and a core from the training threads (docs/benchmarks.md)."""
         super().__init__(refresh_rate=refresh_rate, **kwargs)
         self._items: dict[str, Any] | None = None
         self._train_items: dict[str, float | str] = {}
@@ -32,7 +30,7 @@ class LogIntervalProgressBar(pl.callbacks.RichProgressBar):
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """Between logging steps of training the items cannot change: the last ones are shown again (collecting
-        them costs Lightning ~0.1 ms per batch)."""
+        them costs Lightning time on every batch)."""
         every = max(int(trainer.log_every_n_steps), 1)
         step = trainer.global_step
         at_log_step = trainer.training and step != self._read_at_step and step % every == 0

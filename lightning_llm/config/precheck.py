@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lightning_llm import compat
 from lightning_llm.config import CONFIG_DIR
 from lightning_llm.config.schema import suggest
-from lightning_llm.config.validation import check_settings
+from lightning_llm.config.validation import SWEEP_PUSH, check_settings
 from lightning_llm.errors import UserError, first_line
 
 
@@ -41,6 +41,9 @@ def precheck(argv: list[str], config_name: str) -> None:
         overrides.append(f"hydra.searchpath=[file://{os.path.abspath(args.config_dir)}]")
     cfg = _compose(args.config_name or config_name, overrides)
     check_settings(cfg)
+    searched = any(o.split("=", 1)[0].lstrip("+~") == "hparams_search" and not o.endswith("=null") for o in overrides)
+    if cfg.get("push_to_hub") and (args.multirun or searched):
+        raise UserError(SWEEP_PUSH)
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:

@@ -8,6 +8,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lightning_llm import registry
 from lightning_llm.errors import UserError
 
 ALLOWED_PREFIXES = ("lightning_llm.", "torch.", "transformers.", "pytorch_lightning.", "torchmetrics.")
@@ -77,8 +78,25 @@ def _unresolved(node: DictConfig | ListConfig, key: Any) -> bool:
     return OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key)
 
 
+def upgrade_targets(node: Any) -> Any:
+    """Rewrite, in place, the `_target_`s (at any depth) that an earlier version named to the classes that replace
+    them (`registry.current_target`): run configs and checkpoints written before the task redesign still load."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node and not _unresolved(node, "_target_") and isinstance(node._target_, str):
+            node._target_ = registry.current_target(node._target_)
+        for key in node.keys():
+            if key != "_target_" and not _unresolved(node, key):
+                upgrade_targets(node[key])
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            if not _unresolved(node, i):
+                upgrade_targets(node[i])
+    return node
+
+
 def safe_instantiate(config: DictConfig, where: str, allowed: tuple[str, ...] = (), **kwargs: Any) -> Any:
     """Instantiate `config` after checking every `_target_` in it against the allow-list (+ `allowed`)."""
+    upgrade_targets(config)
     check_targets(config, where, allowed)
     return instantiate(config, _convert_="all", **kwargs)
 

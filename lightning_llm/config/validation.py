@@ -12,12 +12,15 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from transformers import AutoConfig
 
+from lightning_llm import registry
 from lightning_llm.config.schema import Range, check_node, describe
 from lightning_llm.config.secrets import check_config_secrets
 from lightning_llm.config.targets import allowed_targets, check_targets
 from lightning_llm.errors import UserError, first_line
 from lightning_llm.runtime.builders import check_task_pair, target_class
 from lightning_llm.runtime.hardware import check_hardware
+from lightning_llm.runtime.hub import check_repo_id
+from lightning_llm.tracking.jobs import in_multirun
 
 # Loop settings whose Lightning type hints allow nonsense (`max_epochs=-2` means nothing).
 TRAINER_RANGES = {"max_epochs": Range(-1), "max_steps": Range(-1), "min_epochs": Range(0), "min_steps": Range(0),
@@ -25,6 +28,9 @@ TRAINER_RANGES = {"max_epochs": Range(-1), "max_steps": Range(-1), "min_epochs":
                   "check_val_every_n_epoch": Range(1), "num_sanity_val_steps": Range(-1),
                   "val_check_interval": Range(0, low_open=True)}
 _ROOT_TYPES = {"seed": int, "train": bool, "test": bool, "export": bool}
+_ROOT_CHOICES = {"sweep_keep": ("best", "all")}
+SWEEP_PUSH = ("push_to_hub: not in a sweep (every job would push to the same repository); push the run you pick with "
+              "llm-push model_path=<its directory> repo_id=...")
 
 
 def validate_train_config(cfg: DictConfig) -> None:
@@ -35,6 +41,8 @@ def validate_train_config(cfg: DictConfig) -> None:
         if not cfg.get(group):
             raise UserError(f"{group} is not set: choose one with {group}=<option>")
     check_settings(cfg)
+    if cfg.get("push_to_hub") and in_multirun():  # (a sweep the command line did not show: the precheck's backstop)
+        raise UserError(SWEEP_PUSH)
     check_task_pair(cfg)
     check_block_size(cfg)
     check_hardware(cfg.hardware)
@@ -82,6 +90,27 @@ def check_settings(cfg: DictConfig) -> None:
         value = cfg.get(key)
         if value is not None and not (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
             raise UserError(f"{key}={value!r}: must be {describe(kind)}")
+    for key, choices in _ROOT_CHOICES.items():
+        value = cfg.get(key)
+        if value is not None and value not in choices:
+            raise UserError(f"{key}={value!r}: use one of {', '.join(choices)}")
+    check_push_settings(cfg)
+
+
+def check_push_settings(cfg: DictConfig) -> None:
+    """`push_to_hub=<repo id>` pushes `hf_model/`, so it needs `export=true`; `hub.*` are its options."""
+    repo_id = cfg.get("push_to_hub")
+    if repo_id is None:
+        return
+    check_repo_id(repo_id, "push_to_hub")
+    if not cfg.get("export", True):
+        raise UserError("push_to_hub: pushes the exported model (hf_model/), and export=false: drop export=false")
+    hub = cfg.get("hub") or {}
+    if not isinstance(hub.get("private", False), bool):
+        raise UserError(f"hub.private={hub.get('private')!r}: must be true or false")
+    for key in ("revision", "commit_message"):
+        if hub.get(key) is not None and not isinstance(hub.get(key), str):
+            raise UserError(f"hub.{key}={hub.get(key)!r}: must be a string or null")
 
 
 def model_context_length(model_cfg: DictConfig) -> int | None:
@@ -100,14 +129,16 @@ def model_context_length(model_cfg: DictConfig) -> int | None:
 
 
 def check_block_size(cfg: DictConfig) -> None:
-    """`data.block_size` longer than the model's context would fail in the first forward pass (index error)."""
-    block_size = cfg.data.get("block_size")
+    """`data.block_size` (or a chat data module's `data.max_length`, packed rows included) longer than the model's
+    context would fail in the first forward pass (index error)."""
+    key = "max_length" if str(cfg.data.get("_target_", "")).endswith("ChatDataModule") else "block_size"
+    block_size = cfg.data.get(key)
     context = model_context_length(cfg.model) if block_size else None
     if context and block_size > context:
         source = ("model.pretrained_model_name_or_path" if cfg.model.get("pretrained_model_name_or_path")
                   else "model.max_position_embeddings")
-        raise UserError(f"data.block_size={block_size} is larger than the model's context of {context} tokens "
-                        f"({source}): lower data.block_size")
+        raise UserError(f"data.{key}={block_size} is larger than the model's context of {context} tokens "
+                        f"({source}): lower data.{key}")
 
 
 def last_checkpoint(run_dir: str | Path) -> str | None:
@@ -130,7 +161,7 @@ def check_resume_checkpoint(cfg: DictConfig, path: str | Path) -> None:
         raise UserError(f"ckpt_path: {path} is not a Lightning training checkpoint (no state_dict/loops)")
     saved = checkpoint.get("lightning_llm_module")
     if isinstance(saved, str) and saved.startswith("lightning_llm.") and \
-            get_class(saved) is not target_class(cfg.model, "model", allowed_targets(cfg)):
+            get_class(registry.current_target(saved)) is not target_class(cfg.model, "model", allowed_targets(cfg)):
         raise UserError(f"ckpt_path: {path} holds a {saved.rsplit('.', 1)[-1]}, but model._target_ is "
                         f"{cfg.model._target_}: pick the model= option the checkpoint was trained with")
     if "optimizer_states" not in checkpoint:

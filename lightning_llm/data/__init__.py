@@ -1,8 +1,3 @@
-from lightning_llm.data.classification import TextClassificationDataModule
-from lightning_llm.data.language_modeling import TextCorpusDataModule
-from lightning_llm.data.question_answering import QuestionAnsweringDataModule
-from lightning_llm.data.seq2seq import Seq2SeqDataModule
-from lightning_llm.data.token_classification import TokenClassificationDataModule
-
-__all__ = ["QuestionAnsweringDataModule", "Seq2SeqDataModule", "TextClassificationDataModule", "TextCorpusDataModule",
-           "TokenClassificationDataModule"]
+"""The engine's data half: `CachedTextDataModule` (base.py), the contract every task's data module implements
+(lightning_llm/tasks/), and what all tasks share: sources, the tokenize-once cache, samplers, padding, masking,
+tokenizer training."""

@@ -27,8 +27,9 @@ import lightning_llm
 from lightning_llm.config.schema import NonNegative, OpenUnitFraction, Positive
 from lightning_llm.data.padding import auto_pad_multiple
 from lightning_llm.data.samplers import EvaluationSampler, LengthGroupedSampler, ResumableRandomSampler
-from lightning_llm.data.sources import SPLITS, load_raw, source_fingerprint, stable_hash
+from lightning_llm.data.sources import SPLITS, data_fingerprints, load_raw, source_fingerprint, stable_hash
 from lightning_llm.errors import UserError
+from lightning_llm.utils.paths import user_cache_dir
 
 
 @contextmanager
@@ -45,7 +46,7 @@ def progress_bars(enabled: bool) -> Iterator[None]:
 @contextmanager
 def parallel_tokenization(enabled: bool) -> Iterator[None]:
     """Fast tokenizers batch-encode on every core for a block (TOKENIZERS_PARALLELISM=true), as they do by default
-    in the transformers examples (64k review rows: 2.7 -> 2.0 s to build data and model on 2 cores), then their
+    in the transformers examples (docs/benchmarks.md), then their
     pool is off again: a process forked later must not use it (tokenizers before the fork-safe pool of
     huggingface/tokenizers#2268 warn or deadlock). Nothing changes when the user set the variable, or when
     `enabled` is false (datasets' `num_proc` workers fork from the tokenizing process)."""
@@ -80,14 +81,17 @@ def arrow_column(dataset: Dataset, column: str) -> pa.ChunkedArray:
 
 
 def row_lengths(dataset: Dataset, column: str | None) -> np.ndarray | None:
-    """Length of each row's `column` list (None without one), read from Arrow: ~1 ms per 10k rows."""
+    """Length of each row's `column` list (None without one), read from Arrow's offsets (no Python rows)."""
     if column is None or column not in dataset.column_names:
         return None
     return pc.list_value_length(arrow_column(dataset, column)).to_numpy(zero_copy_only=False)
 
 
-# Bumped when what `_process` writes changes, so older cache entries are not read.
-_CACHE_FORMAT = 2
+# Bumped when what `_process` writes changes, so older cache entries are not read (3: meta.json records a carved
+# validation split; 4: classification evaluation splits keep each row's number).
+_CACHE_FORMAT = 4
+# meta.json's record of a validation split carved from train (`with_validation`), said once per run at `setup`.
+CARVED_KEY = "carved_validation"
 
 
 class CachedTextDataModule(pl.LightningDataModule):
@@ -120,7 +124,7 @@ class CachedTextDataModule(pl.LightningDataModule):
                  eval_batch_size: Positive[int] | Literal["auto"] | None = "auto",
                  pad_to_multiple_of: Positive[int] | Literal["auto"] | None = "auto", num_workers: NonNegative[int] = 0,
                  pin_memory: bool | None = None, preprocessing_num_workers: Positive[int] | None = None,
-                 cache_dir: str = ".cache/lightning_llm", seed: int = 42, group_by_length: bool = False,
+                 cache_dir: str | None = None, seed: int = 42, group_by_length: bool = False,
                  splits: Sequence[str] | None = None) -> None:
         super().__init__()
         if objective is None and len(self.objectives) == 1:
@@ -147,24 +151,41 @@ class CachedTextDataModule(pl.LightningDataModule):
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.group_by_length = group_by_length  # training batches of similar lengths (see `LengthGroupedSampler`)
         self.preprocessing_num_workers = preprocessing_num_workers
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = Path(cache_dir or user_cache_dir())  # None: the per-user cache
         self.datasets: DatasetDict | None = None
         self._cache_path: Path | None = None
+        self._carved: dict[str, Any] | None = None  # what `with_validation` carved from train, if it did
 
     # ----------------------------------------------------------------- raw data
     def load_raw(self) -> DatasetDict:
-        with progress_bars(enabled=bool(self.dataset_name)):  # hub downloads show progress; local files take ~1 s
+        with progress_bars(enabled=bool(self.dataset_name)):  # hub downloads show progress; local files are read at once
             raw = load_raw(dataset_name=self.dataset_name, dataset_config=self.dataset_config, files=self.files,
                            split_names=self.split_names, cache_dir=str(self.cache_dir / "raw"),
                            bundled=self.bundled_files())
         return self.with_validation(raw)
 
     def with_validation(self, raw: DatasetDict) -> DatasetDict:
-        """`raw` with a validation split: a seeded `val_fraction` of train when the source has none."""
+        """`raw` with a validation split: a seeded `val_fraction` of train when the source has none (recorded in the
+        cache's meta.json, so that `setup` says so on every run, cached or not)."""
         if "validation" not in raw and "train" in raw:
             parts = raw["train"].train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
             raw = DatasetDict({**raw, "train": parts["train"], "validation": parts["test"]})
+            self._carved = {"rows": len(parts["test"]), "of": len(parts["test"]) + len(parts["train"]),
+                            "fraction": self.val_fraction, "seed": self.seed}
         return raw
+
+    def carved_line(self, carved: dict[str, Any]) -> str:
+        """`validation: none given, so 10% of the train split (50 of 500 rows, seed 42) ...`: the one line a run
+        prints when its validation rows come out of train."""
+        where = "give a validation split (data.validation_split)" if self.dataset_name else "give data.validation_file"
+        return (f"validation: none given, so {carved['fraction']:.0%} of the train split ({carved['rows']} of "
+                f"{carved['of']} rows, seed {carved['seed']}) is held out for it; data.val_fraction sets the share, "
+                f"or {where}")
+
+    def data_fingerprints(self) -> dict[str, Any]:
+        """sha256 of the data files this module reads (or the hub dataset it loads): results.json's `data`."""
+        return data_fingerprints(dataset_name=self.dataset_name, dataset_config=self.dataset_config, files=self.files,
+                                 split_names=self.split_names, bundled=self.bundled_files())
 
     def bundled_files(self) -> dict[str, str]:
         """The bundled demo files of the splits this module loads (`_bundled` filtered by `splits`)."""
@@ -177,6 +198,12 @@ class CachedTextDataModule(pl.LightningDataModule):
     def model_kwargs(self) -> dict[str, Any]:
         """What the data determines about the model (after `setup`): constructor arguments of the task module,
         e.g. `num_labels` and `label_names`, or a baseline the module reports its metric against."""
+        return {}
+
+    def model_attachments(self) -> dict[str, Any]:
+        """What the data gives the model that is not a hyper-parameter (not saved in its checkpoint), e.g.
+        validation prompts with their references to generate replies from. The builders set each as an
+        attribute of the module when the module class lists it in `data_attachments`."""
         return {}
 
     def describe_split(self, split: str) -> str:
@@ -235,6 +262,8 @@ class CachedTextDataModule(pl.LightningDataModule):
                 raw = self.load_raw()
                 with parallel_tokenization(enabled=(self.preprocessing_num_workers or 1) == 1):
                     processed, meta = self._process(raw)
+            if self._carved is not None:
+                meta = {**meta, CARVED_KEY: self._carved}
             tmp = self.cache_path.with_name(self.cache_path.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             with progress_bars(enabled=False):
@@ -247,13 +276,23 @@ class CachedTextDataModule(pl.LightningDataModule):
             if not (self.cache_path / "dataset_dict.json").exists():
                 self.prepare_data()
             self.datasets = load_from_disk(str(self.cache_path))
-            self._after_load(self.datasets, json.loads((self.cache_path / "meta.json").read_text()))
+            meta = json.loads((self.cache_path / "meta.json").read_text())
+            self._after_load(self.datasets, meta)
+            if meta.get(CARVED_KEY) and "validation" in self.datasets:
+                self._say(self.carved_line(meta[CARVED_KEY]))
+
+    @staticmethod
+    @rank_zero_only
+    def _say(line: str) -> None:
+        print(line, flush=True)
 
     def _after_load(self, datasets: DatasetDict, meta: dict[str, Any]) -> None:
         """Hook for subclasses to read metadata (label names, sizes) saved by `_process`."""
 
     # ----------------------------------------------------------------- loaders
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
+    # The validation/test collator where it differs from training's (e.g. masks fixed per batch); None: the same.
+    eval_collate_fn: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] | None = None
 
     def _split(self, name: str) -> Dataset:
         assert self.datasets is not None, "call setup() first"
@@ -264,7 +303,8 @@ class CachedTextDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self._split(split)
-        common = {"collate_fn": self.collate_fn, "num_workers": self.num_workers, "pin_memory": self._pin_memory(),
+        collate = self.collate_fn if shuffle or self.eval_collate_fn is None else self.eval_collate_fn
+        common = {"collate_fn": collate, "num_workers": self.num_workers, "pin_memory": self._pin_memory(),
                   "persistent_workers": self.num_workers > 0}
         if not shuffle:
             return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=self._eval_sampler(dataset), **common)

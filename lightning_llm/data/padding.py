@@ -11,32 +11,33 @@ import torch
 
 def auto_pad_multiple() -> int | None:
     """What `data.pad_to_multiple_of: auto` means: 8 where a CUDA device is present (tensor-core-friendly shapes
-    for mixed precision), none on CPU, where every pad token is computed for nothing: rounding up to 8 made the
-    MiniLM-shape training step 10% slower at length 64 (B6, 2 cores: 282 vs 252 ms per step with none, the
-    Trainer's DataCollatorWithPadding default)."""
+    for mixed precision), none on CPU, where every pad token is computed for nothing (docs/benchmarks.md; none is
+    also the Trainer's DataCollatorWithPadding default)."""
     return 8 if torch.cuda.is_available() else None
 
 
 class PaddingCollator:
     """Pads every list-valued field to the batch's longest row (rounded up to `pad_to_multiple_of`) on the
     tokenizer's padding side: `input_ids` with the pad id, `token_type_ids` with the pad type id, per-token
-    `labels` with -100, the rest (`attention_mask`, ...) with 0. Scalar fields (sequence `labels`) are stacked.
+    `labels` with -100, the rest (`attention_mask`, ...) with 0. Scalar fields (sequence `labels`) and the
+    `stacked` fields (fixed-length vectors such as multi-hot labels) are stacked as they are, dtype kept.
 
     Our own instead of `transformers.DataCollatorWithPadding`: that one pads through `tokenizer.pad`, Python lists
-    per field and row, 1.5 ms per batch of 32 short reviews against 0.16 ms here (2 CPU cores), ~2% of a
-    classify_demo training step. The tensors are the same (tests/test_padding.py; benchmark B2 compares losses).
+    per field and row, several times slower per batch (docs/benchmarks.md, "Collators":
+    `python -m scripts.bench.collators`). The tensors are the same (tests/test_padding.py; the benchmark checks too).
     """
 
-    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> None:
+    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = None, stacked: tuple[str, ...] = ()) -> None:
         self.pad_values = {"input_ids": tokenizer.pad_token_id,
                            "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0), "labels": -100}
         self.left = getattr(tokenizer, "padding_side", "right") == "left"
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.stacked = frozenset(stacked)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         first = examples[0]
         sequence_keys = [k for k, v in first.items() if isinstance(v, (list, tuple, np.ndarray, torch.Tensor))
-                         and np.ndim(v) == 1]
+                         and np.ndim(v) == 1 and k not in self.stacked]
         batch = {k: torch.tensor([e[k] for e in examples]) for k in first if k not in sequence_keys}
         if not sequence_keys:
             return batch

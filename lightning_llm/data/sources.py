@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import datasets
 from datasets import Dataset, DatasetDict, load_dataset
 
 from lightning_llm.errors import UserError, first_line
@@ -25,6 +28,19 @@ def builder_for(path: str, key: str) -> str:
         raise UserError(f"{key}: unsupported file type {suffix or '(none)'!r} for {path} "
                         f"(use one of {', '.join(sorted(_BUILDERS))})")
     return _BUILDERS[suffix]
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """`datasets`' progress bars off for a block, restored afterwards (every caller of `load_raw`, not only the
+    data module's prepare_data: a tokenizer trained on the files or a nested SQuAD file read them first)."""
+    was = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was:
+            datasets.enable_progress_bars()
 
 
 def load_raw(*, dataset_name: str | None, dataset_config: str | None, files: dict[str, str | None],
@@ -51,8 +67,9 @@ def load_raw(*, dataset_name: str | None, dataset_config: str | None, files: dic
     splits = {}
     for split, path in given.items():
         try:
-            splits[split] = load_dataset(builder, data_files={split: str(Path(path).resolve())}, split=split,
-                                         cache_dir=cache_dir, **kwargs)
+            with _no_progress_bars():  # "Generating train split" bars for a local file read in about a second
+                splits[split] = load_dataset(builder, data_files={split: str(Path(path).resolve())}, split=split,
+                                             cache_dir=cache_dir, **kwargs)
         except Exception as err:  # pyarrow/pandas parse errors carry long messages
             if "corresponds to no data" in str(err):
                 raise UserError(f"data.{split}_file: {path} has no rows (the {split} split is empty)") from err
@@ -90,6 +107,31 @@ def source_fingerprint(*, dataset_name: str | None, dataset_config: str | None, 
         stat = os.stat(path)
         out[split] = [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
     return out
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file's bytes, read in chunks (data files may not fit in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprints(*, dataset_name: str | None, dataset_config: str | None, files: dict[str, str | None],
+                      split_names: dict[str, str | None], bundled: dict[str, str]) -> dict[str, Any]:
+    """What identifies the data a model was trained and scored on, for results.json and a pushed model's card: the
+    sha256, size and path of each file read (the bundled demo files when none was given), or the hub coordinates.
+    Unlike `source_fingerprint` (a cache key: sizes and mtimes), the contents themselves."""
+    if dataset_name:
+        return {"hub": dataset_name, "config": dataset_config,
+                "splits": {split: name for split, name in split_names.items() if name}}
+    given = {s: p for s, p in files.items() if p}
+    paths = given or {s: str(BUNDLED_DIR / n) for s, n in bundled.items()}
+    paths = {split: paths[split] for split in SPLITS if split in paths}
+    return {"files": {split: {"file": str(path), "bytes": os.stat(path).st_size, "sha256": sha256_file(path)}
+                      for split, path in paths.items() if Path(path).is_file()},
+            "bundled": not given}
 
 
 def stable_hash(obj: Any) -> str:

@@ -66,9 +66,22 @@ def class_index(model: PreTrainedModel, target: str | int | None) -> int | None:
     return index
 
 
+def _outputs(model: PreTrainedModel) -> Any:
+    """How the model's `problem_type` reads its logits: softmax probabilities (single-label), per-label sigmoid
+    probabilities (multi-label), or the predicted number itself (regression, one output)."""
+    kind = getattr(model.config, "problem_type", None)
+    if kind == "multi_label_classification":
+        return torch.sigmoid
+    if kind == "regression":
+        return lambda logits: logits
+    return lambda logits: logits.softmax(-1)
+
+
 def explain_classification(model: PreTrainedModel, tokenizer: Any, text: str, target: int | None,
                            n_steps: int, internal_batch_size: int | None, max_length: int | None) -> dict[str, Any]:
-    """Attributions of one text to the probability of class `target` (None: the predicted class)."""
+    """Attributions of one text to the probability of class `target` (None: the predicted class): the softmax
+    probability, a multi-label model's sigmoid probability of that label, or a regression model's output (its
+    `probability` fields then hold that number, `value` too)."""
     captum_attr = _captum_attr()
     truncate = {"truncation": True, "max_length": max_length}
     encoding = tokenizer(text, return_tensors="pt", return_special_tokens_mask=True, **truncate)
@@ -77,9 +90,11 @@ def explain_classification(model: PreTrainedModel, tokenizer: Any, text: str, ta
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     baseline = baseline_ids(input_ids, encoding["special_tokens_mask"], pad_id)
 
+    read = _outputs(model)
+
     def probabilities(ids: torch.Tensor, mask: torch.Tensor, *token_types: torch.Tensor) -> torch.Tensor:
         kwargs = {"token_type_ids": token_types[0]} if token_types else {}
-        return model(input_ids=ids, attention_mask=mask, **kwargs).logits.softmax(-1)
+        return read(model(input_ids=ids, attention_mask=mask, **kwargs).logits)
 
     forward_args = (attention_mask, *extra.values())
     with torch.no_grad():
@@ -95,11 +110,13 @@ def explain_classification(model: PreTrainedModel, tokenizer: Any, text: str, ta
     labels = model.config.id2label or {}
     return _record(text, tokenizer.convert_ids_to_tokens(input_ids[0].tolist()), scores,
                    word_spans(tokenizer, text, **truncate),
-                   kind="classification", predicted_label=str(labels.get(predicted, predicted)),
+                   kind="label", predicted_label=str(labels.get(predicted, predicted)),
                    predicted_id=predicted, probability=float(probs[predicted]),
                    target_label=str(labels.get(target, target)), target_id=target,
                    target_probability=float(probs[target]), baseline_probability=float(baseline_probs[target]),
-                   delta=float(delta.item()), n_steps=n_steps)
+                   delta=float(delta.item()), n_steps=n_steps,
+                   **({"value": float(probs[0])} if getattr(model.config, "problem_type", None) == "regression"
+                      else {}))
 
 
 # ------------------------------------------------------------------------------------------------ causal LMs
@@ -141,7 +158,7 @@ def explain_causal(model: PreTrainedModel, tokenizer: Any, text: str, target_tex
     else:
         words = [(token, [k]) for k, token in enumerate(inp.values)]
     target_tokens = tokenizer.convert_ids_to_tokens(target_ids.tolist())
-    return _record(text, list(inp.values), scores, words, kind="causal_lm",
+    return _record(text, list(inp.values), scores, words, kind="continuation",
                    target_text=tokenizer.decode(target_ids), target_tokens=target_tokens,
                    token_scores_per_target=result.token_attr.detach().cpu().tolist(),
                    probability=float(torch.tensor(log_prob).exp()), log_probability=log_prob,

@@ -24,7 +24,7 @@ def _colour(score: float, scale: float) -> str:
 
 
 def _summary(record: dict[str, Any]) -> str:
-    if record["kind"] == "classification":
+    if record["kind"] == "label":
         head = f"<b>{html.escape(record['predicted_label'])}</b> p={record['probability']:.3f}"
         if record["target_id"] != record["predicted_id"]:
             head += f"<br>target: {html.escape(record['target_label'])} p={record['target_probability']:.3f}"

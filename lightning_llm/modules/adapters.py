@@ -18,24 +18,12 @@ from lightning_llm.runtime.extras import require_extra
 # LoRA target layers for architectures peft's own table (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) does
 # not know.
 _TARGETS = {"modernbert": ["Wqkv"]}
-# The Auto* class of a task -> peft's task type, which decides the head that trains in full (peft's own
-# modules_to_save: classifier/score, qa_outputs) and the forward/generate wrappers.
-_TASK_TYPES = {"AutoModelForSequenceClassification": "SEQ_CLS", "AutoModelForTokenClassification": "TOKEN_CLS",
-               "AutoModelForQuestionAnswering": "QUESTION_ANS", "AutoModelForCausalLM": "CAUSAL_LM",
-               "AutoModelForSeq2SeqLM": "SEQ_2_SEQ_LM"}
-# Tasks whose default targets include the input token embeddings (r * (vocabulary + hidden) parameters, ~0.2% of a
-# BERT-base). On the README's MLM-pretrained encoder, whose frozen features hardly hold the label (linear probe 0.60
-# test accuracy), LoRA on the attention projections alone reached 0.63-0.80 where full fine-tuning reached 0.99-1.0;
-# with the embeddings too, 1.0. Language models are left out: their output layer is usually tied to the input
-# embeddings, so merging an embedding adapter would change the output layer too.
-_EMBEDDING_TASKS = frozenset({"SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"})
-
 
 @dataclasses.dataclass
 class LoraSettings:
     """The `model.peft` node of `peft=lora` (conf/peft/lora.yaml): typed, so a wrong key or type fails while
     composing. Null `target_modules` = the architecture's attention projections (peft's table, then `_TARGETS`),
-    plus the input token embeddings for encoder tasks (`_EMBEDDING_TASKS`); null `modules_to_save` = the task head
+    plus the input token embeddings where the task asks for them (`lora_embeddings`); null `modules_to_save` = the task head
     peft picks for the task (none for language models)."""
 
     method: str = "lora"
@@ -64,8 +52,10 @@ def settings_from(config: Mapping[str, Any]) -> LoraSettings:
     return settings
 
 
-def default_targets(model: nn.Module, task_type: str | None) -> list[str]:
-    """The architecture's attention projections (+ the input embeddings for encoder tasks)."""
+def default_targets(model: nn.Module, embeddings_too: bool) -> list[str]:
+    """The architecture's attention projections (+ the input embeddings where the task asks for them: encoder tasks,
+    whose frozen features may hardly hold the label; not language models, whose output layer is usually tied to the
+    input embeddings, so merging an embedding adapter would change it too)."""
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
 
     model_type = model.config.model_type
@@ -75,19 +65,19 @@ def default_targets(model: nn.Module, task_type: str | None) -> list[str]:
                         f"adapt, e.g. model.peft.target_modules=[q_proj,v_proj]")
     targets = list(targets)
     embeddings = model.get_input_embeddings()
-    if task_type in _EMBEDDING_TASKS and embeddings is not None:
+    if embeddings_too and embeddings is not None:
         targets += [name for name, module in model.named_modules() if module is embeddings][:1]
     return targets
 
 
-def wrap(model: nn.Module, config: Mapping[str, Any], auto_class: Any) -> nn.Module:
-    """`model` inside a peft LoRA model: base weights frozen, adapters (+ the task head) trainable."""
+def wrap(model: nn.Module, config: Mapping[str, Any], task_type: str | None, embeddings_too: bool) -> nn.Module:
+    """`model` inside a peft LoRA model: base weights frozen, adapters (+ the task head) trainable. `task_type` is
+    peft's (it decides the head that trains in full, peft's own modules_to_save, and the forward wrappers)."""
     peft = require_extra("peft", "peft", "model.peft")
     settings = settings_from(config)
-    task_type = _TASK_TYPES.get(getattr(auto_class, "__name__", ""))
     # Copies: peft extends the lists it is given (the task head joins modules_to_save), which would otherwise grow
     # the run's hyper-parameters.
-    targets = list(settings.target_modules) if settings.target_modules else default_targets(model, task_type)
+    targets = list(settings.target_modules) if settings.target_modules else default_targets(model, embeddings_too)
     lora = peft.LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                            target_modules=targets, task_type=task_type,
                            modules_to_save=list(settings.modules_to_save) if settings.modules_to_save else None)
@@ -118,6 +108,22 @@ def describe(model: nn.Module) -> str:
     targets = sorted({name.rsplit(".", 1)[-1] for name in config.target_modules})
     return (f"LoRA r={config.r} alpha={config.lora_alpha:g} on {', '.join(targets)}{head}: "
             f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+
+
+# Below this a learning rate is a full fine-tuning one (BERT's paper: 2e-5 to 5e-5); LoRA's published rates start
+# around it (the LoRA paper 2e-4 to 5e-4, peft's examples 1e-4 to 3e-4), and this package's default is 3e-3.
+LOW_LORA_RATE = 1e-4
+
+
+def low_rate_warning(learning_rate: float) -> str | None:
+    """One warning line when a LoRA run's rate looks like a full fine-tuning one. Adapters start from zero (lora_B
+    = 0) and barely move at such a rate; the run would only show it as a poor result. A warning, not an override:
+    the rate the user gave is the one used (a longer run may want it)."""
+    if learning_rate >= LOW_LORA_RATE:
+        return None
+    return (f"warning: model.learning_rate={learning_rate:g} with LoRA looks like a full fine-tuning rate: adapters "
+            f"start from zero and usually need {LOW_LORA_RATE:g} or more (without model.learning_rate=, peft=lora "
+            f"uses its own default, conf/peft/learning_rate/lora.yaml)")
 
 
 def merged(model: nn.Module) -> nn.Module:

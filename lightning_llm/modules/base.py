@@ -4,7 +4,8 @@ step, per-stage metrics, best-so-far tracking, export) and the few things each t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -70,9 +71,37 @@ class HFTaskModule(pl.LightningModule):
     # Filled by the builders from the tokenizer (all tasks) or by the data module (per task): never configured.
     derived_kwargs: ClassVar[frozenset[str]] = frozenset({"vocab_size", "special_token_ids", "hf_config"})
     data_kwargs: ClassVar[frozenset[str]] = frozenset()
+    # Attributes the builders set from the data module's `model_attachments()` (never hyper-parameters).
+    data_attachments: ClassVar[frozenset[str]] = frozenset()
+    # Settings the config may leave null for the data to decide (e.g. a problem type read from the labels): the
+    # builders write the decided value back into the run's `model` config, so `metric_defaults` then follow it.
+    data_settled: ClassVar[frozenset[str]] = frozenset()
     # Hyper-parameters `llm-eval` hands to the data module as settings of the same name, so that other data is
     # encoded the way the model was trained (label names in the model's id order), never re-derived from it.
     eval_data_settings: ClassVar[frozenset[str]] = frozenset()
+    # What the engine and the commands ask of a task (lightning_llm/registry.py), instead of tables naming tasks:
+    # the suffixes of HF architecture names with this task's head (an HF directory's task), or `encoder_decoder`
+    # for a task told by `config.is_encoder_decoder` instead; whether a config.json naming no architecture is read
+    # as this task; peft's task type and whether LoRA adapts the input embeddings too.
+    architecture_suffixes: ClassVar[tuple[str, ...]] = ()
+    encoder_decoder: ClassVar[bool] = False
+    bare_config_default: ClassVar[bool] = False
+    peft_task_type: ClassVar[str | None] = None
+    lora_embeddings: ClassVar[bool] = False
+    # The inference commands this task's models serve: llm-generate (`generates`), llm-explain ("label": toward a
+    # class, "continuation": toward a target continuation), llm-compress (`compressible`), llm-predict (`predict`).
+    generates: ClassVar[bool] = False
+    explain_as: ClassVar[str | None] = None
+    compressible: ClassVar[bool] = False
+    predictions_file: ClassVar[str] = "predictions.jsonl"
+    # Settings of the training run (its saved `data`/`model` config, the checkpoint's own hyper-parameters over
+    # those) that `predict` receives, so that predictions are encoded and post-processed as evaluation was.
+    prediction_settings: ClassVar[tuple[str, ...]] = ("max_length",)
+
+    # `llm-predict` of this task's models: a staticmethod `predict(model, tokenizer, cfg, settings, device)` that
+    # reads `cfg.input_file`, encodes it as the task's data module encodes evaluation data and returns records (a
+    # list, written as JSONL) or a mapping (written as JSON); None: the task has no llm-predict.
+    predict: ClassVar[Callable[..., Any] | None] = None
 
     def __init__(self, *, pretrained_model_name_or_path: str | None = None, tokenizer_name_or_path: str | None = None,
                  tokenizer_vocab_size: Positive[int] = 8000, model_type: str = "bert",
@@ -88,6 +117,9 @@ class HFTaskModule(pl.LightningModule):
                  special_token_ids: dict[str, int] | None = None, hf_config: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # The tokenizer the data was encoded with, handed over by whoever builds the module (runtime/builders.py,
+        # llm-eval); not a hyper-parameter. Tasks that decode (seq2seq metrics, reply scoring, samples) read it here.
+        self.tokenizer: Any = None
         size = {"hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
                 "num_attention_heads": num_attention_heads, "intermediate_size": intermediate_size,
                 "max_position_embeddings": max_position_embeddings, "vocab_size": vocab_size}
@@ -112,12 +144,14 @@ class HFTaskModule(pl.LightningModule):
         if peft:  # `peft=lora`: the HF model inside LoRA adapters (modules/adapters.py); {} or None: full training
             if gradient_checkpointing:  # frozen embeddings: checkpointed blocks need inputs that require grad
                 self.model.enable_input_require_grads()
-            self.model = adapters.wrap(self.model, peft, self.auto_class)
+            self.model = adapters.wrap(self.model, peft, self.peft_task_type, self.lora_embeddings)
         # Which parameters decay is decided on the shapes seen here: FSDP (use_orig_params) later exposes sharded
         # parameters as 1-D views, which `ndim < 2` would put in the no-decay group.
         self._param_ndim = {name: p.ndim for name, p in self.named_parameters()}
         self.stage_metrics = nn.ModuleDict({"val": self.make_metrics(), "test": self.make_metrics()})
         self.best: dict[str, float] = {}
+        self._token_reference: torch.Tensor | None = None  # see `token_weighted`
+        self._token_total: torch.Tensor | None = None
         # Non-scalar results per stage (e.g. a scorer's signature, exact float64 values): results.json "details".
         self.stage_details: dict[str, dict[str, Any]] = {}
 
@@ -132,6 +166,12 @@ class HFTaskModule(pl.LightningModule):
             if kwargs.get(key) is None:
                 kwargs[key] = value
         return kwargs
+
+    @classmethod
+    def metric_defaults(cls, settings: Mapping[str, Any]) -> dict[str, tuple[str, str] | None]:
+        """`monitor`, `optimized_metric` and `best_metric` for a model configured with `settings` (its `model`
+        config): the class's own unless a setting changes what the task measures. `${task_default:...}` asks it."""
+        return {"monitor": cls.monitor, "optimized_metric": cls.optimized_metric, "best_metric": cls.best_metric}
 
     def task_config(self) -> dict[str, Any]:
         """Task-specific HF config fields (e.g. num_labels)."""
@@ -180,7 +220,50 @@ class HFTaskModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.model(**batch).loss  # HF computes the task loss from `labels` (shifted for causal LMs)
         self.log_train_loss(loss)
-        return loss
+        return self.token_weighted(loss, batch)
+
+    # ----------------------------------------------------------------- token-weighted accumulation
+    def count_targets(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """The number of tokens a token-level task's loss averages over in `batch` (None: the task's loss is a
+        mean over examples, left as it is)."""
+        return None
+
+    def token_weighted(self, loss: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The micro-batch's mean token loss, weighted so that an optimizer step's gradient is that of the sum
+        over all target tokens of its micro-batches (`trainer.accumulate_grad_batches`) and DDP ranks divided by
+        their total count, as transformers' Trainer does with `num_items_in_batch`: k micro-batches of B/k rows
+        then give the gradient of one batch of B, whatever their padding. Lightning divides the returned loss by
+        k and DDP averages gradients over ranks; the loss is scaled here by count / reference (reference: the
+        first micro-batch's count, averaged over ranks, so every rank uses the same) and the gradients by
+        k * world * reference / total count in `on_before_optimizer_step`, before clipping. FSDP and DeepSpeed
+        shard or own the gradients: there each micro-batch keeps its mean."""
+        count = self.count_targets(batch)
+        trainer = self.trainer
+        if count is None or (trainer.accumulate_grad_batches == 1 and trainer.world_size == 1) \
+                or isinstance(trainer.strategy, FSDPStrategy) or "deepspeed" in type(trainer.strategy).__name__.lower():
+            return loss
+        count = count.detach().to(torch.float32)
+        if self._token_reference is None:
+            reference = count.clamp(min=1.0)
+            if trainer.world_size > 1:
+                reference = trainer.strategy.reduce(reference, reduce_op="mean")
+            self._token_reference, self._token_total = reference, torch.zeros_like(count)
+        self._token_total = self._token_total + count
+        return loss * count / self._token_reference
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._token_reference is None:
+            return
+        total = self._token_total
+        if self.trainer.world_size > 1:
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        factor = (self.trainer.accumulate_grad_batches * self.trainer.world_size * self._token_reference
+                  / total.clamp(min=1.0))
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    param.grad.mul_(factor.to(param.grad.device))
+        self._token_reference = self._token_total = None
 
     def log_train_loss(self, loss: torch.Tensor) -> None:
         """`train/loss` on the steps whose metrics Lightning writes to the loggers (every
@@ -226,6 +309,9 @@ class HFTaskModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.has_adapter and self.trainer.is_global_zero:  # the rate too: peft=lora brings its own default
             print(f"{adapters.describe(self.model)}, learning rate {self.hparams.learning_rate:g}")
+            warning = adapters.low_rate_warning(self.hparams.learning_rate)
+            if warning:
+                print(warning, file=sys.stderr)
 
     def on_fit_end(self) -> None:
         line = self.fit_summary(self.trainer.callback_metrics)
@@ -241,8 +327,7 @@ class HFTaskModule(pl.LightningModule):
                 ndim = self._param_ndim.get(_unwrapped(name), param.ndim)
                 (no_decay if name.endswith(_NO_DECAY) or ndim < 2 else decay).append(param)
         groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        # Fused AdamW on CPU too: ~8x faster optimizer steps than the default per-tensor loop for the demo models
-        # on 2 cores (1.5 vs 12 ms), ~2% of a gpt_demo training step. With a gradient scaler (16-mixed) Lightning
+        # Fused AdamW on CPU too: much faster optimizer steps than the default per-tensor loop. With a gradient scaler (16-mixed) Lightning
         # refuses clipping with a fused optimizer (it unscales inside its step): the default kernel is used there;
         # bf16-mixed has no scaler and clips in `configure_gradient_clipping`.
         scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None

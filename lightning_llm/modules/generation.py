@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, PreTrainedModel
 
+from lightning_llm.data import chat_templates
+
 
 def _trim(ids: list[int], eos_ids: set[int]) -> list[int]:
     """Cut after the first EOS: in a batch, finished rows go on with padding that a lone prompt never has."""
@@ -51,3 +53,28 @@ def generate_ids(model: PreTrainedModel, prompts: Sequence[Sequence[int]], confi
         for j, index in enumerate(order[start:start + batch_size]):
             results[index] = [_trim(ids, eos_ids) for ids in new[j * n:(j + 1) * n]]
     return results
+
+
+def score_replies(model: PreTrainedModel, tokenizer: Any, samples: Sequence[dict[str, Any]],
+                  max_new_tokens: int = 64) -> tuple[float, list[dict[str, Any]]]:
+    """Greedy replies to chat prompts (`{"messages": [...], "reference": str}`, see `ChatDataModule`), stopping at
+    the template's end of turn: (share equal to the reference after stripping whitespace, one record each).
+    Prompts too long for the model's context with the reply are left out (counted in neither)."""
+    prompts = [chat_templates.prompt_ids(tokenizer, s["messages"]) for s in samples]
+    # As many new tokens as the longest reference needs (and a few more), and only prompts that leave room for
+    # them in the model's context (a longer one would index past the position embeddings).
+    longest = max((len(tokenizer(s["reference"], add_special_tokens=False)["input_ids"]) for s in samples), default=0)
+    max_new_tokens = min(max_new_tokens, longest + 4)
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    kept = [(s, p) for s, p in zip(samples, prompts) if not limit or len(p) + max_new_tokens <= limit]
+    if not kept:
+        return float("nan"), []
+    samples, prompts = [s for s, _ in kept], [p for _, p in kept]
+    config = chat_templates.chat_generation_config(tokenizer, GenerationConfig(max_new_tokens=max_new_tokens,
+                                                                               do_sample=False))
+    records = []
+    for sample, ids in zip(samples, generate_ids(model, prompts, config, batch_size=32)):
+        reply = tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+        records.append({"messages": sample["messages"], "reference": sample["reference"], "prediction": reply,
+                        "exact_match": reply == sample["reference"].strip()})
+    return sum(r["exact_match"] for r in records) / len(records), records

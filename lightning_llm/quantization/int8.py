@@ -2,8 +2,8 @@
 
 Two backends (`backend=`), both int8 weights with activations quantized per batch at run time:
 - `torch_ao`: torch's eager `torch.ao.quantization.quantize_dynamic` (fbgemm kernels). Deprecated since torch 2.10
-  in favour of torchao, but still present in torch 2.13 and, measured on CPU, ~2x faster than fp32 without
-  compiling (torchao's eager int8 path was slower than fp32 there). Saved as config + a `weights_only` state dict.
+  in favour of torchao, but still present in torch 2.13 and faster than fp32 on CPU without compiling
+  (torchao's eager int8 path was slower than fp32 there; docs/benchmarks.md). Saved as config + a `weights_only` state dict.
 - `torchao`: torchao's `quantize_` with `Int8DynamicActivationInt8WeightConfig`, applied through transformers'
   `TorchAoConfig`, so the folder reloads with plain `from_pretrained`. Fast on CPU only under `torch.compile`.
 `auto` takes `torch_ao` while torch still has it, else `torchao`. `load_quantized(dir)` reloads either.

@@ -3,9 +3,8 @@
 Why: by default glibc hands every allocation above a threshold (128 KB, rising with use to at most 32 MB) to the
 kernel as its own mapping and unmaps it when freed, and gives the top of the heap back once 2x that is free. A
 training step frees and re-allocates the same activations, gradients and temporaries every time, so each step
-page-faulted fresh zeroed memory for them again. Measured on the 2-core VM (B6, MiniLM shape, 24 steps, the same
-assets and fresh run directories): minor page faults 608k -> 290k, system time 3.0 -> 1.9 s, training steps
-6.06 -> 5.32 s, peak RSS unchanged (1.24 GB); the Trainer script with the same settings went 5.61 -> 5.40 s."""
+page-faulted fresh zeroed memory for them again (figures: docs/benchmarks.md). Set by `llm-train` and `llm-eval` at
+their start only (never on import); a user's MALLOC_*_ variables or glibc.malloc tunables win."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightning_llm import compat
 from lightning_llm.callbacks.optuna_pruning import OptunaPruning
@@ -16,13 +16,14 @@ from lightning_llm.config.targets import (
     check_targets,
     instantiate_collection,
     safe_instantiate,
+    upgrade_targets,
 )
 from lightning_llm.data.tokenizers import load_tokenizer, train_tokenizer
 from lightning_llm.errors import UserError
 from lightning_llm.runtime.checkpoint_io import write_checkpoints_directly
 from lightning_llm.runtime.hardware import check_hardware, enable_gpu_fast_paths
 from lightning_llm.runtime.hardware import trainer_kwargs as trainer_hardware_kwargs
-from lightning_llm.runtime.job_resources import apply_thread_budget
+from lightning_llm.runtime.job_resources import apply_thread_budget, oversubscription_hint
 from lightning_llm.tracking.trials import TrialLink
 
 # Keys of `model` consumed here (tokenizer resolution) or filled in from the data, not passed through as-is.
@@ -30,6 +31,7 @@ _DERIVED_MODEL_KEYS = ("vocab_size", "special_token_ids", "num_labels", "label_n
 
 
 def target_class(node: DictConfig, where: str, allowed: tuple[str, ...] = ()) -> type:
+    upgrade_targets(node)
     check_targets(node, where, allowed)
     if "_target_" not in node:
         raise UserError(f"{where}._target_ is missing: pick a config with {where}=<option>")
@@ -90,7 +92,38 @@ def build_model(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> pl.Lightnin
     configured = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "_target_"}
     kwargs = model_cls.reconcile({**configured, **tokenizer_kwargs(tokenizer)}, datamodule.model_kwargs())
     check_targets(cfg.model, "model", allowed_targets(cfg))
-    return model_cls(**kwargs)
+    settle_from_data(cfg, model_cls, kwargs)
+    module = model_cls(**kwargs)
+    hand_over(module, tokenizer, datamodule)
+    return module
+
+
+def hand_over(module: Any, tokenizer: Any, datamodule: Any) -> None:
+    """Give a built or loaded module what it uses but does not save: the tokenizer the data was encoded with
+    and the data's attachments the module class declares (`data_attachments`)."""
+    module.tokenizer = tokenizer
+    for name, value in datamodule.model_attachments().items():
+        if name in module.data_attachments:
+            setattr(module, name, value)
+
+
+def settle_from_data(cfg: DictConfig, model_cls: type, kwargs: dict[str, Any]) -> None:
+    """Write what the data decided for the model's null `data_settled` settings into `cfg.model`, so the run's
+    `${task_default:...}` metrics (monitor, optimized metric) follow it. A sweep trial refuses a change of the
+    optimized metric: its sweeper chose the direction from the config before any data was read."""
+    settled = {key: kwargs[key] for key in getattr(model_cls, "data_settled", ())
+               if key in cfg.model and cfg.model.get(key) is None and kwargs.get(key) is not None}
+    if not settled:
+        return
+    before = OmegaConf.select(cfg, "optimized_metric", default=None)
+    with open_dict(cfg.model):
+        for key, value in settled.items():
+            cfg.model[key] = value
+    after = OmegaConf.select(cfg, "optimized_metric", default=None)
+    if before != after and TrialLink.from_env() is not None:
+        given = " ".join(f"model.{k}={v}" for k, v in settled.items())
+        raise UserError(f"the data makes the optimized metric {after}, not {before}: a sweep picks its direction "
+                        f"before reading data, so set {given} on the command line")
 
 
 def build_data_and_model(cfg: DictConfig) -> tuple[Any, Any, pl.LightningModule]:
@@ -106,6 +139,18 @@ def build_data_and_model(cfg: DictConfig) -> tuple[Any, Any, pl.LightningModule]
     return datamodule, tokenizer, build_model(cfg, tokenizer, datamodule)
 
 
+def _print_thread_hint(hardware: DictConfig) -> None:
+    """On CPU (global rank 0): one line suggesting OMP_NUM_THREADS=1 when the cores are oversubscribed."""
+    import torch
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    accelerator = str(hardware.get("accelerator", "auto")).lower()
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    hint = oversubscription_hint(torch.get_num_threads()) if on_cpu and rank_zero_only.rank == 0 else None
+    if hint:
+        print(hint, flush=True)
+
+
 def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any]) -> pl.Trainer:
     """The Trainer of `llm-train` and `llm-eval`: `hardware` checked and turned into arguments, `trainer` loop
     settings (llm-eval has none), checkpointing on when a checkpoint callback is configured."""
@@ -115,10 +160,11 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any]) -> 
     if OmegaConf.select(cfg, "model.compile", default=False):
         # Evaluation under no_grad, not inference_mode: batches made inside inference mode (the test loop's) are
         # inference tensors, whose dispatch keys fail the guards of the graph compiled for validation, so the test
-        # pass compiled the model a third time (B8 +compile: test 2.6 -> 0.9 s; README Performance).
+        # pass compiled the model a third time (docs/benchmarks.md).
         trainer_kwargs.setdefault("inference_mode", False)
     enable_gpu_fast_paths(cfg.hardware)
     apply_thread_budget()  # a parallel sweep's share of the CPU
+    _print_thread_hint(cfg.hardware)
     if not loggers:  # the LR monitor refuses to run without a logger; it has nothing to write to anyway
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer = pl.Trainer(**trainer_kwargs, **hardware, logger=loggers or False, callbacks=callbacks,

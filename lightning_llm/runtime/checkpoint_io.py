@@ -15,13 +15,8 @@ class DirectCheckpointIO(TorchCheckpointIO):
     target and renamed over it (atomic on POSIX: a reader sees the old file or the new one, never half of one).
 
     Lightning's `_atomic_save` serialises the whole checkpoint into a `BytesIO`, then copies it out through fsspec:
-    a second in-memory copy of a file that can be gigabytes, and twice the time. A 272 MB MiniLM-shape checkpoint
-    (weights + AdamW state) took 1.45 s that way and 0.72 s written directly (2 CPU cores). Remote URLs and
-    `storage_options` keep Lightning's path.
-
-    The zip records are written without CRC-32 checksums: `torch.load` never verifies them (a flipped byte in a
-    tensor record loads silently either way), and computing them was most of a save's time: 0.23 against
-    0.065 s for 272 MB in memory. Only an external zip tool's integrity test (`zipfile.testzip`) would use them."""
+    a second in-memory copy of a file that can be gigabytes, and twice the time (docs/benchmarks.md). Remote URLs and
+    `storage_options` keep Lightning's path. The file is written as `torch.save` writes it (CRC-32s included)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
@@ -30,13 +25,10 @@ class DirectCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-        crc32 = torch.serialization.get_crc32_options()
-        torch.serialization.set_crc32_options(False)
         try:
             torch.save(checkpoint, partial)
             os.replace(partial, target)
         finally:
-            torch.serialization.set_crc32_options(crc32)
             partial.unlink(missing_ok=True)
 
 

@@ -10,6 +10,8 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_llm import registry
+from lightning_llm.config.targets import target_refusal, upgrade_targets
 from lightning_llm.data.tokenizers import load_tokenizer
 from lightning_llm.errors import UserError, first_line
 from lightning_llm.runtime.builders import tokenizer_dir
@@ -21,8 +23,10 @@ def run_dir_of(ckpt_path: str | Path) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-def load_module(ckpt_path: str | Path, key: str = "ckpt_path", map_location: str = "cpu") -> Any:
-    """Rebuild the LightningModule of a checkpoint from its saved HF config (no download, no pickled code)."""
+def load_module(ckpt_path: str | Path, key: str = "ckpt_path", map_location: str = "cpu",
+                allowed: tuple[str, ...] = ()) -> Any:
+    """Rebuild the LightningModule of a checkpoint from its saved HF config (no download, no pickled code). The
+    class it names must be ours or in a package of `allowed` (`allow_targets=`, from the command line)."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise UserError(f"{key}: checkpoint not found: {ckpt_path}")
@@ -31,8 +35,12 @@ def load_module(ckpt_path: str | Path, key: str = "ckpt_path", map_location: str
     except Exception as err:
         raise UserError(f"{key}: {ckpt_path} is not a loadable checkpoint: {first_line(err)}") from err
     target = checkpoint.get("lightning_llm_module")
-    if not isinstance(target, str) or not target.startswith("lightning_llm."):
+    if not isinstance(target, str):
         raise UserError(f"{key}: {ckpt_path} was not written by lightning-llm (no module class recorded)")
+    target = registry.current_target(target)  # checkpoints of earlier versions name older paths
+    refusal = target_refusal(target, allowed)
+    if refusal is not None:
+        raise UserError(f"{key}: {ckpt_path} holds a {target}, which is not allowed: {refusal}")
     cls = get_class(target)
     module = cls(**checkpoint["hyper_parameters"])
     module.load_state_dict(checkpoint["state_dict"])
@@ -53,7 +61,7 @@ def run_tokenizer(ckpt_path: str | Path, key: str) -> Any:
 def saved_run_config(ckpt_path: str | Path) -> DictConfig | None:
     """The composed config Hydra saved for the run that wrote `ckpt_path`, if it is there."""
     path = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
-    return OmegaConf.load(path) if path.exists() else None
+    return upgrade_targets(OmegaConf.load(path)) if path.exists() else None
 
 
 def run_checkpoint(run_dir: Path) -> Path | None:

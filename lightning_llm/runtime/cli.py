@@ -16,7 +16,13 @@ from lightning_llm.config.precheck import precheck
 from lightning_llm.config.secrets import redact, refuse_secret_overrides
 from lightning_llm.errors import UserError, user_error_in
 from lightning_llm.runtime.argv import route_group_shorthands, route_output_dir
-from lightning_llm.runtime.console import config_summary, failed_run_line, final_line, quiet_known_noise
+from lightning_llm.runtime.console import (
+    config_summary,
+    discard_run_dir,
+    failed_run_line,
+    final_line,
+    quiet_known_noise,
+)
 from lightning_llm.runtime.extras import check_command_line
 from lightning_llm.runtime.hardware import follow_rank_zero_run_dir
 from lightning_llm.tracking import sweep
@@ -68,6 +74,8 @@ def run_or_exit(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
         line = failed_run_line(_run_dir(cfg))
         if line and rank_zero_only.rank == 0:
             print(line, flush=True)
+        elif rank_zero_only.rank == 0:  # bad input found before any work: leave no orphan run directory behind
+            discard_run_dir(_run_dir(cfg), cfg.get("task_name"))
         print(f"error: {user_error}", file=sys.stderr)
         sys.exit(2)
     if isinstance(result, dict) and result.get("run_dir") and rank_zero_only.rank == 0:
@@ -86,6 +94,7 @@ def launch(hydra_main: Callable[[], Any], config_name: str) -> None:
     """What every entry point does before Hydra starts: refuse credentials on the command line, keep torchrun
     ranks in rank 0's run directory, route `paths.output_dir`, and check the composed config (one `error:` line,
     exit 2, nothing written). Then Hydra runs `hydra_main` with the rewritten arguments."""
+    quiet_known_noise()  # first: the checks below ask Lightning whether SLURM started us, which may warn
     try:
         argv = sys.argv[1:]
         refuse_secret_overrides(argv)
@@ -96,18 +105,4 @@ def launch(hydra_main: Callable[[], Any], config_name: str) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.argv[1:] = argv
-    quiet_known_noise()
     hydra_main()
-
-
-def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator for non-Hydra parts of an entry point (argument checks before Hydra starts)."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-
-    return wrapper

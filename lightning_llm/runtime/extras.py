@@ -1,10 +1,15 @@
 """Optional dependencies (pip extras, pyproject.toml): a run that needs a missing one stops with one line that
-names the extra, e.g. `error: logger=wandb needs the wandb extra: pip install "lightning-llm[wandb]"`."""
+names the extra and how to install it as this copy was installed, e.g. `error: logger=wandb needs the wandb extra:
+pip install -e "/path/to/clone[wandb]"` (lightning-llm is installed from a clone, not from a registry)."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import json
+import re
 from types import ModuleType
+from urllib.parse import unquote, urlparse
 
 from lightning_llm.errors import UserError
 
@@ -22,13 +27,29 @@ _CHOICES = {
 }
 
 
+def install_hint(extra: str) -> str:
+    """The pip command that installs `extra` here: `pip install -e "<clone>[extra]"` for a copy installed from a
+    clone (editable or not), else the extra's own requirements; `pip install -e ".[extra]"` when neither is known."""
+    try:
+        dist = importlib.metadata.distribution("lightning-llm")
+    except importlib.metadata.PackageNotFoundError:
+        return f'pip install -e ".[{extra}]" (in a clone of lightning-llm)'
+    url = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
+    if url.startswith("file://"):
+        editable = "-e " if json.loads(dist.read_text("direct_url.json")).get("dir_info", {}).get("editable") else ""
+        return f'pip install {editable}"{unquote(urlparse(url).path)}[{extra}]"'
+    marker = re.compile(rf"""extra\s*==\s*["']{re.escape(extra)}["']""")
+    needs = [r.split(";")[0].strip() for r in dist.requires or [] if marker.search(r)]
+    return "pip install " + " ".join(f'"{r}"' for r in needs) if needs else f'pip install -e ".[{extra}]"'
+
+
 def require_extra(module: str, extra: str, what: str) -> ModuleType:
     """Import `module`; when it is not installed, raise `UserError("<what> needs the <extra> extra: ...")`."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as err:
         if err.name and (module == err.name or module.startswith(err.name + ".")):
-            raise UserError(f'{what} needs the {extra} extra: pip install "lightning-llm[{extra}]"') from err
+            raise UserError(f"{what} needs the {extra} extra: {install_hint(extra)}") from err
         raise  # installed, but something it imports is missing: that error says more
 
 

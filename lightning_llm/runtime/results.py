@@ -62,9 +62,10 @@ def export_model(trainer: pl.Trainer, model: Any, tokenizer: Any, run_dir: Path)
 
 def write_results(cfg: DictConfig, trainer: pl.Trainer, *, val_metrics: dict[str, float],
                   val_last: dict[str, float], test_metrics: dict[str, float], best_ckpt: str, hf_dir: Path | None,
-                  details: dict[str, Any] | None = None) -> dict[str, Any]:
+                  details: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
     """results.json: `val` holds the validation metrics of the best checkpoint (the weights `test` scores and
-    `hf_model` holds), `val_last` those of the last validation."""
+    `hf_model` holds), `val_last` those of the last validation, `data` what identifies the data (sha256 of its
+    files, `CachedTextDataModule.data_fingerprints`)."""
     run_dir = Path(cfg.paths.output_dir)
     name = cfg.get("optimized_metric")
     results = {
@@ -83,6 +84,8 @@ def write_results(cfg: DictConfig, trainer: pl.Trainer, *, val_metrics: dict[str
     }
     if details:  # the task's non-scalar results per stage (`HFTaskModule.stage_details`)
         results["details"] = details
+    if data:
+        results["data"] = data
     if trainer.global_rank == 0:
         write_json_atomic(run_dir / "results.json", results)
     return results

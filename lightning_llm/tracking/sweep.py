@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_llm.errors import error_line, user_error_in
 from lightning_llm.runtime.results import write_failed_results
 from lightning_llm.tracking.jobs import sweep_jobs
+from lightning_llm.tracking.keep import keep_best
 from lightning_llm.tracking.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ def record_failed_job(cfg: DictConfig, err: Exception) -> None:
 
 
 class SweepSummary(Callback):
-    """Hydra callback (hydra.callbacks): after a multirun, one line with how many jobs failed; exit code 1 then.
+    """Hydra callback (hydra.callbacks): after a multirun, `sweep_keep=best` applied (only the best trial keeps its
+    checkpoints and export, see `tracking.keep`), then one line with how many jobs failed; exit code 1 then.
 
     Hydra ignores what a multirun returns when choosing the exit code, and this is its last hook, so the
     callback raises SystemExit itself (Hydra's callback runner only catches Exception)."""
@@ -47,6 +49,8 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         jobs = sweep_jobs(sweep_dir)
+        if OmegaConf.select(config, "sweep_keep", default="all") == "best":  # entry points without the key: all
+            print(keep_best(jobs, str(OmegaConf.select(config, "hydra.sweeper.direction", default="auto"))))
         # Jobs without results.json are not judged: entry points other than llm-train write other files.
         # A trial stopped by the Optuna pruner is an outcome of the search, not a failure.
         failed = [j for j in jobs if j.results is not None and j.status not in ("completed", "pruned")]

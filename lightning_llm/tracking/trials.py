@@ -18,7 +18,6 @@ from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_llm import compat
 from lightning_llm.utils.io import write_json_atomic
@@ -122,6 +121,8 @@ def pruned_at_step(cfg: DictConfig) -> int | None:
 def mark_pruned(cfg: DictConfig, results: dict[str, Any], step: int) -> dict[str, Any]:
     """results.json of a pruned trial: what it reached (its validation metrics, `optimized_metric` so far), status
     "pruned" and the step. Neither a result to rank nor a failure."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only  # here: the sweeper imports this module
+
     results = {**results, "status": "pruned", PRUNED_AT: step}
     if rank_zero_only.rank == 0:
         write_json_atomic(Path(cfg.paths.output_dir) / "results.json", results)

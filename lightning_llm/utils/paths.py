@@ -1,8 +1,19 @@
-"""Telling a local path from a hub id before anything is loaded."""
+"""Paths: telling a local path from a hub id before anything is loaded, and where the per-user cache lives."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def user_cache_dir() -> str:
+    """Tokenizers and tokenized data shared by a user's runs wherever they start (`paths.cache_dir`):
+    $LIGHTNING_LLM_CACHE, else $XDG_CACHE_HOME/lightning_llm, else ~/.cache/lightning_llm. Not the current directory:
+    each directory a user ran from got its own cache, and a read-only one failed."""
+    if os.environ.get("LIGHTNING_LLM_CACHE"):
+        return os.environ["LIGHTNING_LLM_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "lightning_llm")
 
 
 def looks_local(name: str) -> bool:

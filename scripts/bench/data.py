@@ -10,7 +10,12 @@ import numpy as np
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from bench.harness import (
+from lightning_llm.callbacks.throughput import count_tokens
+from lightning_llm.data.sources import BUNDLED_DIR
+from lightning_llm.data.tokenizers import train_tokenizer
+from lightning_llm.tasks.classification import SequenceClassificationModule, TextClassificationDataModule
+from lightning_llm.tasks.text_corpus import TextCorpusDataModule
+from scripts.bench.harness import (
     Alternation,
     Result,
     alternate_calls,
@@ -18,12 +23,7 @@ from bench.harness import (
     parity_text,
     workdir,
 )
-from bench.training import Sizes, plain_loop, same_order_sampler
-from lightning_llm.callbacks.throughput import count_tokens
-from lightning_llm.data import TextClassificationDataModule, TextCorpusDataModule
-from lightning_llm.data.sources import BUNDLED_DIR
-from lightning_llm.data.tokenizers import train_tokenizer
-from lightning_llm.modules import SequenceClassificationModule
+from scripts.bench.training import Sizes, plain_loop, same_order_sampler
 
 _SPLITS = {"train": "corpus_train.txt", "validation": "corpus_validation.txt", "test": "corpus_test.txt"}
 _MAP_BATCH = 1000  # documents per packing batch, as TextCorpusDataModule's map (the remainder of each is dropped)

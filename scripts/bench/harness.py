@@ -207,7 +207,7 @@ def parity_text(diff: float, tol: float) -> str:
     return f"{verdict} (max abs diff {diff:.1e})"
 
 
-_ROOT: list[Path] = []  # where workdir() creates folders; set by benchmark.py to a folder it deletes at exit
+_ROOT: list[Path] = []  # where workdir() creates folders; set by run.py to a folder it deletes at exit
 
 
 def set_workdir_root(root: Path) -> None:

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import RandomSampler, Sampler
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
-from bench.stamps import stamp
+from scripts.bench.stamps import stamp
 
 
 class EvalStamps(TrainerCallback):

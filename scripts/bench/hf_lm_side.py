@@ -12,29 +12,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from itertools import chain
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch.nn.functional as F  # noqa: E402
-from datasets import load_dataset  # noqa: E402
-from transformers import (  # noqa: E402
+import torch.nn.functional as F
+from datasets import load_dataset
+from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoTokenizer,
     default_data_collator,
 )
 
-from bench.hf_common import (  # noqa: E402
+from scripts.bench.hf_common import (
     EvalStamps,
     SameMasksCollator,
     SameOrderTrainer,
     common_arguments,
     training_arguments,
 )
-from bench.stamps import stamp  # noqa: E402
+from scripts.bench.stamps import stamp
 
 stamp("imported")
 

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from datasets import load_dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-import numpy as np  # noqa: E402
-from datasets import load_dataset  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding  # noqa: E402
-
-from bench.hf_common import EvalStamps, SameOrderTrainer, common_arguments, training_arguments  # noqa: E402
-from bench.stamps import stamp  # noqa: E402
+from scripts.bench.hf_common import EvalStamps, SameOrderTrainer, common_arguments, training_arguments
+from scripts.bench.stamps import stamp
 
 stamp("imported")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from bench.stamps import stamp
+from scripts.bench.stamps import stamp
 
 
 class PhaseTimer(pl.Callback):

@@ -16,7 +16,7 @@ validation: checkpoint writes, and the Trainer's reload of the best model), test
 sides start from the same saved weights (dropout off, so the two runs are the same computation), the same
 permutation of the training set, AdamW (fused), the same schedule and warm-up steps, clipping at 1.0 and float32.
 Masked LM: both sides draw each batch's masks from a generator seeded by the batch's token ids (our evaluation
-rule, bench.phases.FixedTrainingMasks on ours), so they train and score the same masked positions; the masking
+rule, scripts.bench.phases.FixedTrainingMasks on ours), so they train and score the same masked positions; the masking
 work stays on both sides. Validation and test losses and accuracies are compared
 before any time is reported. `--group-by-length` / `--compile` turn on `data.group_by_length` /
 `model.compile` on our side and `train_sampling_strategy="group_by_length"` / `torch_compile` on the Trainer's.
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Result, workdir
+from scripts.bench.harness import Result, workdir
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parents[1]
@@ -111,7 +111,7 @@ def _classification(root: Path, smoke: bool, train_rows: int | None = None) -> B
         "B6", f"classification, {shape_name}, {rows} rows x len <= 64, batch 32", batch=32,
         our_args=["model=bert_classifier", "data=text_classification", "data.max_length=64", "data.batch_size=32",
                   "model.learning_rate=5e-5", "model.warmup_ratio=0.1"],
-        hf_args=[str(BENCH_DIR / "hf_side.py"), "--max-length=64", "--batch-size=32", "--eval-batch-size=64",
+        hf_args=["-m", "scripts.bench.hf_side", "--max-length=64", "--batch-size=32", "--eval-batch-size=64",
                  "--lr=5e-5", "--warmup-ratio=0.1"],
         parity={"val/loss": LOSS_TOL, "val/acc": ACC_TOL, "test/acc": ACC_TOL}, assets={**files, "model": model_dir})
 
@@ -158,7 +158,7 @@ def _corpus(root: Path, objective: str, smoke: bool) -> Bench:
         settings = {"lr": 5e-4, "warmup": 0.1, "decay": 0.01, "beta2": 0.999, "scheduler": "linear"}
         shape_name = "tiny BERT (smoke)" if smoke else "MiniLM-L6 shape"
         what, parity = "masked LM", {"val/loss": LOSS_TOL, "test/loss": LOSS_TOL, "val/mlm_acc": ACC_TOL}
-        ours = ["model=bert_mlm", "+callbacks.bench_masks._target_=bench.phases.FixedTrainingMasks"]
+        ours = ["model=bert_mlm", "+callbacks.bench_masks._target_=scripts.bench.phases.FixedTrainingMasks"]
     s = settings
     return Bench(
         "B8" if causal else "B7", f"{what}, {shape_name}, ~{train_blocks} blocks x {block}, batch {batch}",
@@ -167,7 +167,7 @@ def _corpus(root: Path, objective: str, smoke: bool) -> Bench:
                   f"model.learning_rate={s['lr']}", f"model.warmup_ratio={s['warmup']}",
                   f"model.weight_decay={s['decay']}", f"model.adam_betas=[0.9,{s['beta2']}]",
                   f"model.lr_scheduler={s['scheduler']}"],
-        hf_args=[str(BENCH_DIR / "hf_lm_side.py"), f"--objective={objective}", f"--block-size={block}",
+        hf_args=["-m", "scripts.bench.hf_lm_side", f"--objective={objective}", f"--block-size={block}",
                  f"--batch-size={batch}", f"--eval-batch-size={2 * batch}", f"--lr={s['lr']}",
                  f"--warmup-ratio={s['warmup']}", f"--weight-decay={s['decay']}", f"--adam-beta2={s['beta2']}",
                  f"--scheduler={s['scheduler']}"],
@@ -177,11 +177,11 @@ def _corpus(root: Path, objective: str, smoke: bool) -> Bench:
 def _commands(side: str, bench: Bench, out: Path, overrides: list[str], options: list[str]) -> list[str]:
     a = bench.assets
     if side == "ours":
-        return [sys.executable, str(BENCH_DIR / "our_side.py"), *bench.our_args,
+        return [sys.executable, "-m", "scripts.bench.our_side", *bench.our_args,
                 f"model.pretrained_model_name_or_path={a['model']}", f"data.train_file={a['train']}",
                 f"data.validation_file={a['validation']}", f"data.test_file={a['test']}", "trainer.max_epochs=1",
-                f"paths.output_dir={out}", "allow_targets=[bench]",
-                "+callbacks.bench_phases._target_=bench.phases.PhaseTimer",
+                f"paths.output_dir={out}", "allow_targets=[scripts.bench]",
+                "+callbacks.bench_phases._target_=scripts.bench.phases.PhaseTimer",
                 *(OPTIONS[o][0] for o in options), *overrides]
     return [sys.executable, *bench.hf_args, f"--model={a['model']}", f"--train={a['train']}",
             f"--validation={a['validation']}", f"--test={a['test']}", f"--out={out}",
@@ -192,13 +192,13 @@ def _run(side: str, bench: Bench, overrides: list[str], options: list[str]) -> d
     out = workdir(f"{bench.name.lower()}-{side}")
     stamps = out / "stamps.json"
     env = {**os.environ, "BENCH_STAMPS": str(stamps), "LIGHTNING_LLM_CACHE": str(out / "cache"),
-           "HF_DATASETS_CACHE": str(out / "hf_cache"), "PYTHONPATH": str(BENCH_DIR.parent)}
+           "HF_DATASETS_CACHE": str(out / "hf_cache")}
     # Flush what earlier runs (and the asset build) left dirty in the page cache, outside the timed window: the
     # kernel writes it back ~30 s later, which otherwise lands in whichever run is going then (measured: the first
     # run after the asset build trained ~1 s slower than the same run repeated).
     os.sync()
     t0 = time.time()
-    proc = subprocess.run(_commands(side, bench, out / "run", overrides, options), cwd=out, env=env,
+    proc = subprocess.run(_commands(side, bench, out / "run", overrides, options), cwd=REPO, env=env,
                           capture_output=True, text=True)
     t_end = time.time()
     if proc.returncode != 0:

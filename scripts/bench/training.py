@@ -20,8 +20,8 @@ from transformers import (
     get_scheduler,
 )
 
-from bench.harness import Alternation, Result, parity_text, profile_summary, workdir
-from bench.parts import OurRun, build_our_run
+from scripts.bench.harness import Alternation, Result, parity_text, profile_summary, workdir
+from scripts.bench.parts import OurRun, build_our_run
 
 # Dropout off: the two sides draw from one global RNG in turns, so with dropout on their losses could not be
 # compared step by step. Validation off: the baselines have none (what it costs is in the validation loop).

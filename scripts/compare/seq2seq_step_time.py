@@ -2,8 +2,8 @@
 Marian): the same generic size fields, vocabulary, batch shapes and AdamW; rounds alternate between the
 architectures and the median per step is reported, with the ratio to T5. Also times `generate` on one batch.
 
-    python scripts/compare/seq2seq_step_time.py                        # d_model 128, 2+2 layers, batch 32
-    python scripts/compare/seq2seq_step_time.py --hidden-size 256 --steps 10 --rounds 5
+    python -m scripts.compare.seq2seq_step_time                        # d_model 128, 2+2 layers, batch 32
+    python -m scripts.compare.seq2seq_step_time --hidden-size 256 --steps 10 --rounds 5
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from lightning_llm.modules.seq2seq import Seq2SeqModule  # noqa: E402
+from lightning_llm.tasks.seq2seq import Seq2SeqModule  # noqa: E402
 
 SPECIAL = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
 

@@ -4,9 +4,9 @@ tokenizer, data, epochs, batch, AdamW settings, linear warmup schedule, clipping
 side validates with generation every epoch and predicts the test split at the end. Prints BLEU/chrF
 (translation) or ROUGE-L (summarization) of both on the test split and the wall-time ratio.
 
-    python scripts/compare/seq2seq_vs_trainer.py --task translation                # bundled demo data
-    python scripts/compare/seq2seq_vs_trainer.py --task summarization --rounds 2   # alternating rounds
-    python scripts/compare/seq2seq_vs_trainer.py --task translation --train-file train.jsonl \
+    python -m scripts.compare.seq2seq_vs_trainer --task translation                # bundled demo data
+    python -m scripts.compare.seq2seq_vs_trainer --task summarization --rounds 2   # alternating rounds
+    python -m scripts.compare.seq2seq_vs_trainer --task translation --train-file train.jsonl \
         --validation-file val.jsonl --test-file test.jsonl --hidden-size 256 --epochs 5
 
 Order: one short untimed warm-up of ours (trains the tokenizer both sides use and fills our tokenization cache;
@@ -56,8 +56,8 @@ from transformers import (  # noqa: E402
 
 import lightning_llm.config.store  # noqa: E402,F401  (the config schemas the YAML options extend)
 from lightning_llm.config import CONFIG_DIR  # noqa: E402
-from lightning_llm.data.seq2seq import split_sentences  # noqa: E402
 from lightning_llm.data.sources import BUNDLED_DIR  # noqa: E402
+from lightning_llm.tasks.seq2seq import split_sentences  # noqa: E402
 from lightning_llm.train import train  # noqa: E402
 
 

@@ -1,9 +1,9 @@
 """NER and extractive QA side by side with transformers' `Trainer` (the run_ner / run_qa flow): test F1 (and EM),
 and the wall time of the whole command, same model, data and hyper-parameters, rounds alternated A B A B.
 
-    python scripts/compare/vs_trainer.py ner                     # a small BERT built here, the bundled demo data
-    python scripts/compare/vs_trainer.py qa --train_rows 400 --epochs 2 --rounds 1
-    python scripts/compare/vs_trainer.py ner --model_dir bert-base-cased-dir --train_file train.jsonl \\
+    python -m scripts.compare.vs_trainer ner                     # a small BERT built here, the bundled demo data
+    python -m scripts.compare.vs_trainer qa --train_rows 400 --epochs 2 --rounds 1
+    python -m scripts.compare.vs_trainer ner --model_dir bert-base-cased-dir --train_file train.jsonl \\
         --validation_file dev.jsonl --test_file test.jsonl --learning_rate 5e-5 --epochs 3 --batch_size 32
 
 Both sides: fine-tune `--model_dir` (default: a BERT of the demos' size, random weights, a WordPiece tokenizer
@@ -19,7 +19,7 @@ The Trainer side follows run_ner.py / run_qa.py (written from their documented f
 scores with seqeval (what `evaluate`'s seqeval wraps); QA tokenizes `truncation="only_second"` with `doc_stride`
 windows padded to max_length (run_qa's default `pad_to_max_length=True`), and post-processes n-best start/end
 logits over all windows of a question (`n_best_size` 20, `max_answer_length` 30) into SQuAD v1.1 EM/F1 (the
-official script's normalisation: lightning_llm.data.question_answering.squad_scores, `evaluate` needs the hub).
+official script's normalisation: lightning_llm.tasks.question_answering.squad_scores, `evaluate` needs the hub).
 Figures on a shared machine are noisy: read the per-round lines, not only the medians.
 """
 
@@ -158,7 +158,7 @@ def trainer_qa(args: argparse.Namespace, out: Path) -> dict[str, float]:
     from datasets import load_dataset
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, Trainer, default_data_collator, set_seed
 
-    from lightning_llm.data.question_answering import squad_scores
+    from lightning_llm.tasks.question_answering import squad_scores
 
     set_seed(args.seed)
     raw = load_dataset("json", data_files={"train": args.train_file, "validation": args.validation_file,
@@ -261,9 +261,9 @@ def trainer_qa(args: argparse.Namespace, out: Path) -> dict[str, float]:
 def ours_command(args: argparse.Namespace, out: Path) -> list[str]:
     model, data = ("token_classifier", "token_classification") if args.task == "ner" else \
         ("extractive_qa", "question_answering")
-    # What the `llm-train` console script runs (lightning_llm/console_scripts.py), argv[0] included.
+    # What the `llm-train` console script runs (pyproject.toml: lightning_llm.train:main), argv[0] included.
     cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'llm-train'; "
-           "from lightning_llm.console_scripts import llm_train; llm_train()", f"model={model}", f"data={data}",
+           "from lightning_llm.train import main; main()", f"model={model}", f"data={data}",
            f"model.pretrained_model_name_or_path={args.model_dir}", f"model.learning_rate={args.learning_rate}",
            f"model.weight_decay={args.weight_decay}", f"model.warmup_ratio={args.warmup_ratio}",
            f"trainer.max_epochs={args.epochs}", f"trainer.gradient_clip_val={args.max_grad_norm}",
@@ -281,10 +281,10 @@ def run_side(side: str, args: argparse.Namespace, out: Path) -> dict[str, float]
     if side == "ours":
         cmd = ours_command(args, out)
     else:
-        cmd = [sys.executable, __file__, args.task, "--_side", "trainer", "--_out", str(out),
+        cmd = [sys.executable, "-m", "scripts.compare.vs_trainer", args.task, "--_side", "trainer", "--_out", str(out),
                *(f"--{k}={v}" for k, v in vars(args).items() if k in SHARED and v is not None)]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent, env={**os.environ, **OFFLINE})
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, **OFFLINE})
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{side} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -338,7 +338,6 @@ def main() -> None:
     args.train_file = _subset(args.train_file, args.train_rows, work / "train_subset.jsonl")
     own_model = args.model_dir is None
     if own_model:
-        sys.path.insert(0, str(REPO))
         args.model_dir = str(build_default_model(args.task, args.train_file, work / "model"))
     for key in ("learning_rate", "epochs", "max_length", "warmup_ratio", "doc_stride"):
         if getattr(args, key) is None:
