@@ -12,10 +12,8 @@ perplexity and token accuracy are over assistant tokens.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -24,9 +22,8 @@ from datasets import Dataset, DatasetDict
 
 from lightning_llm.config.schema import Range
 from lightning_llm.data import chat_templates as ct
-from lightning_llm.data.base import CachedTextDataModule
-from lightning_llm.data.sources import BUNDLED_DIR
-from lightning_llm.errors import UserError, first_line
+from lightning_llm.data.json_rows import JsonRowsDataModule
+from lightning_llm.errors import UserError
 from lightning_llm.tasks.causal_lm import unigram_perplexity
 
 IGNORE_INDEX = -100
@@ -105,7 +102,7 @@ class ChatCollator:
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-class ChatDataModule(CachedTextDataModule):
+class ChatDataModule(JsonRowsDataModule):
     """Conversations from local json/jsonl/parquet files or the hub (the bundled synthetic demo conversations
     when none is given), encoded once with the chat template (`chat_template`: the tokenizer's own, or a preset
     name such as `chatml`, a Jinja string or file, which then wins), truncated to `max_length` tokens.
@@ -133,51 +130,6 @@ class ChatDataModule(CachedTextDataModule):
         self.reply_samples: list[dict[str, Any]] = []
         self._template_ready = False
 
-    # ----------------------------------------------------------------- raw rows
-    def load_raw(self) -> DatasetDict:
-        """JSON/JSONL files are read row by row here (each row kept as its JSON text), so that a row of the wrong
-        shape is reported by number instead of failing Arrow's type inference for the whole file."""
-        given = {s: p for s, p in self.files.items() if p}
-        if self.dataset_name or not given:
-            given = {} if self.dataset_name else {s: str(BUNDLED_DIR / n) for s, n in self.bundled_files().items()}
-        if not given or any(Path(p).suffix.lower() not in (".json", ".jsonl") for p in given.values()):
-            return super().load_raw()
-        splits = {}
-        for split, path in given.items():
-            if not Path(path).is_file():
-                raise UserError(f"data.{split}_file: file not found: {path}")
-            splits[split] = Dataset.from_dict({"_row": list(self._json_rows(split, path))})
-        return self.with_validation(DatasetDict(splits))
-
-    @staticmethod
-    def _json_rows(split: str, path: str) -> Iterator[str]:
-        text = Path(path).read_text()
-        if Path(path).suffix.lower() == ".json" and text.lstrip().startswith("["):
-            try:
-                rows = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise UserError(f"data.{split}_file: {path} is not valid JSON: {first_line(err)}") from err
-            yield from (json.dumps(r) for r in rows)
-            return
-        count = 0
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise UserError(f"data.{split}_file: {path} line {n} is not JSON: {first_line(err)}") from err
-                count += 1
-                yield line
-        if not count:
-            raise UserError(f"data.{split}_file: {path} has no rows (the {split} split is empty)")
-
-    def _rows(self, ds: Dataset) -> Iterator[dict[str, Any]]:
-        if "_row" in ds.column_names:
-            for batch in ds.iter(batch_size=1000):
-                yield from (json.loads(r) for r in batch["_row"])
-        else:
-            yield from ds
-
     def _conversation(self, row: Any, where: str) -> tuple[str, Any, int]:
         """("messages" | "text", content, prompt turns) of one row, checked."""
         if not isinstance(row, Mapping):
@@ -204,7 +156,7 @@ class ChatDataModule(CachedTextDataModule):
 
     def training_texts(self) -> Iterator[str]:
         raw = self.load_raw()
-        for i, row in enumerate(self._rows(raw["train"])):
+        for i, row in enumerate(self.rows(raw["train"])):
             kind, value, _ = self._conversation(row, self._where("train", i))
             if kind == "text":
                 yield from value
@@ -255,7 +207,7 @@ class ChatDataModule(CachedTextDataModule):
         processed, meta = DatasetDict(), {"dropped": {}, "reply_samples": []}
         for split, ds in raw.items():
             ids_rows, label_rows, dropped = [], [], 0
-            for i, row in enumerate(self._rows(ds)):
+            for i, row in enumerate(self.rows(ds)):
                 ids, labels = self.encode_row(row, self._where(split, i))
                 ids, labels = ids[:self.max_length], labels[:self.max_length]
                 if all(x == IGNORE_INDEX for x in labels[1:]):  # nothing left to predict (labels shift by one)

@@ -22,10 +22,8 @@ the tokenized data (keyed by the reference's weights) and frees the reference co
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -40,9 +38,9 @@ from torchmetrics import Metric
 from lightning_llm import compat, registry
 from lightning_llm.config.schema import NonNegative, Positive, Range, UnitFraction
 from lightning_llm.data import chat_templates as ct
-from lightning_llm.data.base import CachedTextDataModule
-from lightning_llm.data.sources import BUNDLED_DIR, stable_hash
-from lightning_llm.errors import UserError, first_line
+from lightning_llm.data.json_rows import JsonRowsDataModule
+from lightning_llm.data.sources import stable_hash
+from lightning_llm.errors import UserError
 from lightning_llm.modules.generation import score_replies
 from lightning_llm.tasks.causal_lm import CausalLMModule
 from lightning_llm.tasks.chat import _check_messages
@@ -105,7 +103,7 @@ class PreferenceCollator:
         return batch
 
 
-class PreferenceDataModule(CachedTextDataModule):
+class PreferenceDataModule(JsonRowsDataModule):
     """Preference pairs from local json/jsonl/parquet files or the hub (the bundled synthetic demo pairs when none
     is given; scripts/data/make_preference_data.py), encoded once as TRL's DPOTrainer encodes them (module
     docstring). `chat_template`: the tokenizer's own, or a preset name such as `chatml`, a Jinja string or file,
@@ -135,54 +133,6 @@ class PreferenceDataModule(CachedTextDataModule):
         self.collate_fn = None  # set once the tokenizer is known
         self.reply_samples: list[dict[str, Any]] = []
         self._template_ready = False
-
-    # ----------------------------------------------------------------- raw rows
-    def load_raw(self) -> DatasetDict:
-        """JSON/JSONL rows are read one by one (each kept as its JSON text), so that a row of the wrong shape is
-        reported by number instead of failing Arrow's type inference for the whole file."""
-        given = {s: p for s, p in self.files.items() if p}
-        if self.dataset_name or not given:
-            given = {} if self.dataset_name else {s: str(BUNDLED_DIR / n) for s, n in self.bundled_files().items()}
-        if not given or any(Path(p).suffix.lower() not in (".json", ".jsonl") for p in given.values()):
-            return super().load_raw()
-        splits = {}
-        for split, path in given.items():
-            if not Path(path).is_file():
-                raise UserError(f"data.{split}_file: file not found: {path}")
-            splits[split] = Dataset.from_dict({"_row": list(self._json_rows(split, path))})
-        return self.with_validation(DatasetDict(splits))
-
-    @staticmethod
-    def _json_rows(split: str, path: str) -> Iterator[str]:
-        """Each row's JSON text (a .json array or JSON lines), a bad line failing with its number. The same as
-        the chat data's reader (tasks/chat.py), which is private there."""
-        text = Path(path).read_text()
-        if Path(path).suffix.lower() == ".json" and text.lstrip().startswith("["):
-            try:
-                rows = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise UserError(f"data.{split}_file: {path} is not valid JSON: {first_line(err)}") from err
-            yield from (json.dumps(r) for r in rows)
-            return
-        count = 0
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise UserError(f"data.{split}_file: {path} line {n} is not JSON: {first_line(err)}") from err
-                count += 1
-                yield line
-        if not count:
-            raise UserError(f"data.{split}_file: {path} has no rows (the {split} split is empty)")
-
-    @staticmethod
-    def _rows(ds: Dataset) -> Iterator[Any]:
-        if "_row" in ds.column_names:
-            for batch in ds.iter(batch_size=1000):
-                yield from (json.loads(r) for r in batch["_row"])
-        else:
-            yield from ds
 
     def _where(self, split: str, index: int) -> str:
         return f"data ({self.describe_split(split)}) row {index + 1}"
@@ -223,7 +173,7 @@ class PreferenceDataModule(CachedTextDataModule):
 
     def training_texts(self) -> Iterator[str]:
         raw = self.load_raw()
-        for i, row in enumerate(self._rows(raw["train"])):
+        for i, row in enumerate(self.rows(raw["train"])):
             for part in self.pair(row, self._where("train", i)):
                 yield from ([part] if isinstance(part, str) else [m["content"] for m in part])
 
@@ -294,7 +244,7 @@ class PreferenceDataModule(CachedTextDataModule):
         processed, meta = DatasetDict(), {"reply_samples": [], "rows": {}}
         for split, ds in raw.items():
             columns: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
-            for i, row in enumerate(self._rows(ds)):
+            for i, row in enumerate(self.rows(ds)):
                 where = self._where(split, i)
                 prompt, chosen, rejected = self.pair(row, where)
                 for key, value in self.encode_pair(prompt, chosen, rejected, where).items():
