@@ -15,12 +15,16 @@ import json
 import os
 import subprocess
 import sys
+from multiprocessing.reduction import ForkingPickler  # with torch's tensor reductions: what mp.spawn pickles with
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
+from pytorch_lightning.strategies.launchers.multiprocessing import _disable_module_memory_sharing
+from torchmetrics import Metric
 
+from lightning_llm.tasks.classification import SequenceClassificationModule
 from lightning_llm.train import train
 from tests.conftest import REPO, TINY_BERT, TINY_GPT
 
@@ -58,6 +62,25 @@ def _assert_same_training(one: tuple[dict, dict], ddp_dir: Path, metrics: list[s
     assert ddp_weights.keys() == one[1].keys()
     worst = max((ddp_weights[k].float() - one[1][k].float()).abs().max().item() for k in ddp_weights)
     assert worst < WEIGHT_ATOL, f"weights differ by up to {worst}"
+
+
+def test_spawned_workers_own_their_metric_states() -> None:
+    """ddp_spawn pickles the module to its workers with every CPU tensor in shared memory, and Lightning copies
+    only parameters and buffers back out: `setup` must give metric states memory of their own, or the ranks'
+    in-place updates add up in one tensor (DPO's validation pair count was doubled, its metrics halved)."""
+    module = SequenceClassificationModule(model_type="bert", vocab_size=8, num_labels=2, label_names=["a", "b"],
+                                          hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=32, max_position_embeddings=32)
+    worker = _disable_module_memory_sharing(ForkingPickler.loads(ForkingPickler.dumps(module)))  # as in a worker
+
+    def shared_states() -> list[str]:
+        return [f"{name}.{state}" for name, metric in worker.named_modules() if isinstance(metric, Metric)
+                for state in metric._defaults if isinstance(getattr(metric, state), torch.Tensor)
+                and getattr(metric, state).is_shared()]
+
+    assert shared_states() and not any(p.is_shared() for p in worker.parameters())
+    worker.setup("fit")
+    assert shared_states() == []
 
 
 @pytest.mark.slow  # a CLI end-to-end run (~15-45 s on 2 cores)

@@ -19,6 +19,7 @@ from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.errors import UserError
 from lightning_llm.tasks.dpo import DPOModule, PreferenceDataModule
 from tests.conftest import prepared_datamodule, write_jsonl
+from tests.test_ddp import _assert_same_training, _one_process, _run_dirs
 
 PROMPTS = [[{"role": "user", "content": "What is 3 plus 4?"}],
            [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi, I am Alice."},
@@ -174,3 +175,26 @@ def test_llm_train_tiny_run(tmp_path: Path, start: tuple[Path, object], run_cli:
     assert results["optimized_metric"]["name"] == "val/rewards/accuracies"
     assert {f"test/{m}" for m in METRICS} <= set(results["test"])
     assert (tmp_path / "run" / "hf_model" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_ddp_sim_matches_one_process(tmp_path: Path, start: tuple[Path, object], compose_cfg, run_cli) -> None:
+    """Two ranks of 4 pairs train like one process with 8 (DPO's loss is a mean over pairs and the ranks' batches
+    are equal), and validation over an odd number of pairs counts each pair once, gathered over ranks."""
+    path, _ = start
+    sums = [{"prompt": [{"role": "user", "content": f"What is {a} plus {b}?"}],
+             "chosen": [{"role": "assistant", "content": f"{a} plus {b} is {a + b}."}],
+             "rejected": [{"role": "assistant", "content": f"{a} plus {b} is {a + b + 1 + a % 3}."}]}
+            for a in range(1, 10) for b in range(1, 10)]
+    train = write_jsonl(tmp_path / "train.jsonl", sums[:48])
+    validation = write_jsonl(tmp_path / "validation.jsonl", sums[48:81])  # 33 pairs: ranks get 17 and 16
+    args = ["model=dpo", "data=preference", f"model.pretrained_model_name_or_path={path}", f"data.train_file={train}",
+            f"data.validation_file={validation}", "model.learning_rate=1e-3", "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=6", "trainer.val_check_interval=1.0", "test=false", "export=false",
+            "logger=csv"]
+    one = _one_process(compose_cfg, [*args, "data.batch_size=8"], tmp_path / "one")
+    proc = run_cli("lightning_llm.train", *args, "data.batch_size=4", "hardware=ddp_sim")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = _run_dirs(tmp_path)
+    assert one[0]["val"]["val/rewards/margins"] != 0  # the policy moved away from the reference
+    _assert_same_training(one, run_dir, [f"val/{m}" for m in METRICS])

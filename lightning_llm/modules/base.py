@@ -306,6 +306,16 @@ class HFTaskModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_stage("test")
 
+    def setup(self, stage: str) -> None:
+        """Give every metric state memory of this process's own. `hardware=ddp_sim` (ddp_spawn) pickles the module
+        to its workers with every CPU tensor in shared memory; Lightning copies parameters and buffers out again,
+        not torchmetrics states, so the ranks' in-place metric updates would all land in one tensor: counts summed
+        twice after the sync, and float sums added in whatever order the processes ran (run-to-run rounding)."""
+        super().setup(stage)
+        for metric in self.modules():
+            if isinstance(metric, Metric):
+                metric.reset()
+
     def on_fit_start(self) -> None:
         if self.has_adapter and self.trainer.is_global_zero:  # the rate too: peft=lora brings its own default
             print(f"{adapters.describe(self.model)}, learning rate {self.hparams.learning_rate:g}")

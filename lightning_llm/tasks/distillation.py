@@ -104,6 +104,7 @@ class _Distillation:
 
     # ----------------------------------------------------------------- the teacher
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         path = self.hparams.teacher_name_or_path
         if self.teacher is None and (stage == "fit" or Path(path).expanduser().is_dir()):
             self.__dict__["teacher"] = self._load_teacher(path)
