@@ -5,6 +5,7 @@ preference rows fail in one line; a tiny llm-train run trains, tests and exports
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -177,21 +178,45 @@ def test_llm_train_tiny_run(tmp_path: Path, start: tuple[Path, object], run_cli:
     assert (tmp_path / "run" / "hf_model" / "config.json").exists()
 
 
-@pytest.mark.slow
-def test_ddp_sim_matches_one_process(tmp_path: Path, start: tuple[Path, object], compose_cfg, run_cli) -> None:
-    """Two ranks of 4 pairs train like one process with 8 (DPO's loss is a mean over pairs and the ranks' batches
-    are equal), and validation over an odd number of pairs counts each pair once, gathered over ranks."""
-    path, _ = start
+def _sums_run(tmp_path: Path, start: Path) -> list[str]:
+    """llm-train overrides for 6 steps of DPO from `start` on conversational pairs the tiny model can hold: "a plus
+    b" with the right sum chosen, a wrong one rejected; 48 training pairs, 33 validation pairs."""
     sums = [{"prompt": [{"role": "user", "content": f"What is {a} plus {b}?"}],
              "chosen": [{"role": "assistant", "content": f"{a} plus {b} is {a + b}."}],
              "rejected": [{"role": "assistant", "content": f"{a} plus {b} is {a + b + 1 + a % 3}."}]}
             for a in range(1, 10) for b in range(1, 10)]
     train = write_jsonl(tmp_path / "train.jsonl", sums[:48])
-    validation = write_jsonl(tmp_path / "validation.jsonl", sums[48:81])  # 33 pairs: ranks get 17 and 16
-    args = ["model=dpo", "data=preference", f"model.pretrained_model_name_or_path={path}", f"data.train_file={train}",
+    validation = write_jsonl(tmp_path / "validation.jsonl", sums[48:81])
+    return ["model=dpo", "data=preference", f"model.pretrained_model_name_or_path={start}", f"data.train_file={train}",
             f"data.validation_file={validation}", "model.learning_rate=1e-3", "trainer.max_epochs=1",
             "+trainer.limit_train_batches=6", "trainer.val_check_interval=1.0", "test=false", "export=false",
             "logger=csv"]
+
+
+@pytest.mark.slow
+def test_precomputed_reference_trains_like_the_frozen_copy(tmp_path: Path, start: tuple[Path, object],
+                                                           compose_cfg) -> None:
+    """precompute_ref_log_probs=true (the reference scored once before training, cached beside the tokenized
+    data, its copy freed) trains and validates like the frozen copy scored at every step."""
+    args = [*_sums_run(tmp_path, start[0]), "data.batch_size=8"]
+    live = _one_process(compose_cfg, args, tmp_path / "live")
+    precomputed = _one_process(compose_cfg, [*args, "model.precompute_ref_log_probs=true"], tmp_path / "precomputed")
+    cached = list(Path(os.environ["LIGHTNING_LLM_CACHE"]).rglob("reference-*.npz"))
+    assert len(cached) == 1, cached
+    assert live[0]["val"]["val/rewards/margins"] != 0
+    for name in METRICS:
+        assert precomputed[0]["val"][f"val/{name}"] == pytest.approx(live[0]["val"][f"val/{name}"], abs=1e-4), name
+    policy = [key for key in live[1] if key.startswith("model.")]
+    assert policy and not any(key.startswith("reference.") for key in precomputed[1])  # the copy was freed
+    assert max((live[1][k] - precomputed[1][k]).abs().max().item() for k in policy) < 1e-4
+
+
+@pytest.mark.slow
+def test_ddp_sim_matches_one_process(tmp_path: Path, start: tuple[Path, object], compose_cfg, run_cli) -> None:
+    """Two ranks of 4 pairs train like one process with 8 (DPO's loss is a mean over pairs and the ranks' batches
+    are equal), and validation over an odd number of pairs (33: 17 and 16) counts each pair once, gathered over
+    ranks."""
+    args = _sums_run(tmp_path, start[0])
     one = _one_process(compose_cfg, [*args, "data.batch_size=8"], tmp_path / "one")
     proc = run_cli("lightning_llm.train", *args, "data.batch_size=4", "hardware=ddp_sim")
     assert proc.returncode == 0, proc.stderr[-3000:]
