@@ -4,6 +4,7 @@ wholesale, a deprecation in our own code fails, no clock in an assertion, no ext
 from __future__ import annotations
 
 import ast
+import re
 import warnings
 from pathlib import Path
 
@@ -50,3 +51,24 @@ def test_no_clock_in_assertions_and_no_skipped_extras(path: Path) -> None:
                 f"{path.name}:{node.lineno}: {text}"
     skips = _calls(tree, "importorskip")
     assert not skips, f"{path.name}:{skips[0].lineno}: pytest.importorskip (import the extra instead)"
+
+
+_TEST_REFERENCE = re.compile(r"(tests/\w+\.py)?::(\w+)")
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """README and docs/ cite tests as evidence (`tests/test_x.py::test_y`, then `::test_z` for another test of
+    the same file): each cited test must still be defined there, so a renamed or deleted test cannot leave a claim
+    standing on nothing."""
+    missing = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]:
+        for n, line in enumerate(doc.read_text().splitlines(), 1):
+            current = None
+            for match in _TEST_REFERENCE.finditer(line):
+                current = match.group(1) or current
+                if current is None:
+                    continue
+                source = REPO / current
+                if not source.is_file() or not re.search(rf"^def {match.group(2)}\(", source.read_text(), re.M):
+                    missing.append(f"{doc.relative_to(REPO)}:{n}: {current}::{match.group(2)}")
+    assert not missing, "\n".join(missing)
