@@ -18,8 +18,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from lightning_llm.data import chat_templates as ct
 from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.errors import UserError
+from lightning_llm.generate import generate
 from lightning_llm.tasks.dpo import DPOModule, PreferenceDataModule
 from tests.conftest import prepared_datamodule, write_jsonl
+from tests.test_chat_cli import _plain_reply
 from tests.test_ddp import _assert_same_training, _one_process, _run_dirs
 
 PROMPTS = [[{"role": "user", "content": "What is 3 plus 4?"}],
@@ -165,8 +167,9 @@ def test_prompt_budget_settings(tmp_path: Path, start: tuple[Path, object]) -> N
 
 
 @pytest.mark.slow
-def test_llm_train_tiny_run(tmp_path: Path, start: tuple[Path, object], run_cli: object) -> None:
-    """model=dpo data=preference end to end (bundled pairs cut short): trains, tests, exports, writes the metrics."""
+def test_llm_train_tiny_run(tmp_path: Path, start: tuple[Path, object], run_cli: object, compose_cfg) -> None:
+    """model=dpo data=preference end to end (bundled pairs cut short): trains, tests, exports, writes the metrics;
+    llm-generate on the run replies through the chat template as plain transformers does on its hf_model/."""
     path, _ = start
     result = run_cli("lightning_llm.train", "model=dpo", "data=preference", "debug=limit",
                      f"model.pretrained_model_name_or_path={path}", "trainer.max_steps=3", "data.batch_size=4",
@@ -176,6 +179,11 @@ def test_llm_train_tiny_run(tmp_path: Path, start: tuple[Path, object], run_cli:
     assert results["optimized_metric"]["name"] == "val/rewards/accuracies"
     assert {f"test/{m}" for m in METRICS} <= set(results["test"])
     assert (tmp_path / "run" / "hf_model" / "config.json").exists()
+    messages = [{"role": "user", "content": "What is 3 plus 4?"}]
+    records = generate(compose_cfg([f"model_path={tmp_path / 'run'}", "prompt=What is 3 plus 4?",
+                                    "max_new_tokens=8"], config_name="generate"))
+    assert records[0]["messages"] == messages
+    assert records[0]["generations"] == [_plain_reply(tmp_path / "run" / "hf_model", messages, 8)]
 
 
 def _sums_run(tmp_path: Path, start: Path) -> list[str]:
