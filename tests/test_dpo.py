@@ -19,10 +19,12 @@ from lightning_llm.data import chat_templates as ct
 from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.errors import UserError
 from lightning_llm.generate import generate
+from lightning_llm.runtime.results import PREEMPTED_EXIT_CODE
 from lightning_llm.tasks.dpo import DPOModule, PreferenceDataModule
 from tests.conftest import prepared_datamodule, write_jsonl
 from tests.test_chat_cli import _plain_reply
 from tests.test_ddp import _assert_same_training, _one_process, _run_dirs
+from tests.test_resume import KILL_AT, PREEMPT, results, train_losses
 
 PROMPTS = [[{"role": "user", "content": "What is 3 plus 4?"}],
            [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi, I am Alice."},
@@ -186,9 +188,9 @@ def test_llm_train_tiny_run(tmp_path: Path, start: tuple[Path, object], run_cli:
     assert records[0]["generations"] == [_plain_reply(tmp_path / "run" / "hf_model", messages, 8)]
 
 
-def _sums_run(tmp_path: Path, start: Path) -> list[str]:
-    """llm-train overrides for 6 steps of DPO from `start` on conversational pairs the tiny model can hold: "a plus
-    b" with the right sum chosen, a wrong one rejected; 48 training pairs, 33 validation pairs."""
+def _sums_run(tmp_path: Path, start: Path, epochs: int = 1) -> list[str]:
+    """llm-train overrides for 6 steps an epoch of DPO from `start` on conversational pairs the tiny model can
+    hold: "a plus b" with the right sum chosen, a wrong one rejected; 48 training pairs, 33 validation pairs."""
     sums = [{"prompt": [{"role": "user", "content": f"What is {a} plus {b}?"}],
              "chosen": [{"role": "assistant", "content": f"{a} plus {b} is {a + b}."}],
              "rejected": [{"role": "assistant", "content": f"{a} plus {b} is {a + b + 1 + a % 3}."}]}
@@ -196,7 +198,7 @@ def _sums_run(tmp_path: Path, start: Path) -> list[str]:
     train = write_jsonl(tmp_path / "train.jsonl", sums[:48])
     validation = write_jsonl(tmp_path / "validation.jsonl", sums[48:81])
     return ["model=dpo", "data=preference", f"model.pretrained_model_name_or_path={start}", f"data.train_file={train}",
-            f"data.validation_file={validation}", "model.learning_rate=1e-3", "trainer.max_epochs=1",
+            f"data.validation_file={validation}", "model.learning_rate=1e-3", f"trainer.max_epochs={epochs}",
             "+trainer.limit_train_batches=6", "trainer.val_check_interval=1.0", "test=false", "export=false",
             "logger=csv"]
 
@@ -231,3 +233,28 @@ def test_ddp_sim_matches_one_process(tmp_path: Path, start: tuple[Path, object],
     (run_dir,) = _run_dirs(tmp_path)
     assert one[0]["val"]["val/rewards/margins"] != 0  # the policy moved away from the reference
     _assert_same_training(one, run_dir, [f"val/{m}" for m in METRICS])
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path, start: tuple[Path, object],
+                                                                 run_cli) -> None:
+    """A DPO run preempted mid-epoch and relaunched with ckpt_path=last (policy, frozen reference, optimizer, data
+    position) trains exactly like the uninterrupted run: same per-step losses after the restart, same final
+    validation metrics."""
+    args = [*_sums_run(tmp_path, start[0], epochs=2), "data.batch_size=4", "trainer.log_every_n_steps=1"]
+    env = {"OMP_NUM_THREADS": "1"}
+    proc = run_cli("lightning_llm.train", *args, f"paths.output_dir={tmp_path / 'reference'}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "preempted"
+    proc = run_cli("lightning_llm.train", *args, *PREEMPT, f"paths.output_dir={run_dir}", env=env)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, proc.stderr[-3000:]
+    proc = run_cli("lightning_llm.train", *args, *PREEMPT, "ckpt_path=last", f"paths.output_dir={run_dir}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in proc.stdout
+    expected, resumed = train_losses(tmp_path / "reference"), train_losses(run_dir)
+    assert len(expected) == 12 and len(set(expected.values())) > 1
+    assert {step: loss for step, loss in resumed.items() if step >= KILL_AT} == \
+        {step: loss for step, loss in expected.items() if step >= KILL_AT}
+    final, reference = results(run_dir), results(tmp_path / "reference")
+    assert final["global_step"] == reference["global_step"] == 12
+    assert final["val"] == reference["val"] and final["val"]["val/rewards/margins"] != 0
