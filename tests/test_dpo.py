@@ -8,10 +8,12 @@ import json
 import os
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 import trl
 from datasets import Dataset
+from omegaconf import OmegaConf
 from peft import LoraConfig
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -258,3 +260,27 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path,
     final, reference = results(run_dir), results(tmp_path / "reference")
     assert final["global_step"] == reference["global_step"] == 12
     assert final["val"] == reference["val"] and final["val"]["val/rewards/margins"] != 0
+
+
+@pytest.mark.slow
+def test_optuna_search_over_beta_maximizes_reward_accuracy(tmp_path: Path, start: tuple[Path, object],
+                                                           run_cli) -> None:
+    """`hparams_search=optuna model.beta='interval(...)'`: each trial trains with its sampled beta and reports
+    val/rewards/accuracies, and the study maximizes it (a DPO model's optimized metric)."""
+    args = [*_sums_run(tmp_path, start[0], epochs=2), "hparams_search=optuna", "model.beta=interval(0.05, 0.5)",
+            "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=median"]
+    proc = run_cli("lightning_llm.train", *args, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep_dir,) = {p.parent for p in tmp_path.glob("outputs/dpo/multiruns/*/multirun.yaml")}
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    study = optuna.load_study(study_name="dpo", storage=f"sqlite:///{tmp_path}/outputs/dpo/optuna.db")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE and len(study.trials) == 3
+    values = []
+    for trial in study.trials:
+        job = sweep_dir / str(trial.number)
+        results = json.loads((job / "results.json").read_text())
+        assert results["optimized_metric"]["name"] == "val/rewards/accuracies"
+        assert results["optimized_metric"]["value"] == pytest.approx(trial.value)
+        assert OmegaConf.load(job / ".hydra" / "config.yaml").model.beta == pytest.approx(trial.params["model.beta"])
+        values.append(trial.value)
+    assert best.best_value == pytest.approx(max(values)) and len(set(t.params["model.beta"] for t in study.trials)) == 3
