@@ -15,7 +15,7 @@ from lightning_llm.data import chat_templates as ct
 from lightning_llm.data.tokenizers import train_tokenizer
 from lightning_llm.errors import UserError
 from lightning_llm.tasks.chat import IGNORE_INDEX, ChatDataModule, pack_best_fit
-from tests.conftest import TINY_GPT, prepared_datamodule, write_jsonl
+from tests.conftest import TINY_GPT, prepared_datamodule, tiny_gpt_dir, write_jsonl
 
 TRL_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
@@ -186,3 +186,34 @@ def test_validation_replies_are_handed_to_the_model_and_scored(compose_cfg) -> N
     (metrics,) = trainer.validate(module, dataloaders=datamodule.val_dataloader())
     assert 0.0 <= metrics["val/reply_exact_match"] <= 1.0
     assert len((Path(cfg.paths.output_dir) / "predictions_val.jsonl").read_text().splitlines()) == 2
+
+
+def test_lora_trains_the_turn_tokens_a_template_adds_to_a_pretrained_model(compose_cfg, tmp_path: Path) -> None:
+    """SFT with peft=lora from a pretrained model whose tokenizer lacks the template's turn markers: the tokens
+    added for ChatML get embedding rows the model never had, which LoRA alone would leave frozen at their random
+    start (the model could never learn to end a turn). They train as peft's trainable tokens (the tied output layer
+    with them), the rest of the embeddings stays frozen, and a checkpoint reloads the same adapter."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lightning_llm.tasks.causal_lm import CausalLMModule
+    from lightning_llm.train import train
+
+    pretrained = tiny_gpt_dir(tmp_path, corpus_lines=200)
+    rows = len(AutoTokenizer.from_pretrained(str(pretrained)))
+    start = AutoModelForCausalLM.from_pretrained(str(pretrained)).get_input_embeddings().weight.detach().clone()
+    cfg = compose_cfg(["model=gpt", "data=chat", f"model.pretrained_model_name_or_path={pretrained}",
+                       "data.chat_template=chatml", "data.max_length=64", "peft=lora", "model.learning_rate=1e-2",
+                       "trainer.max_steps=4", "+trainer.limit_val_batches=1", "test=false", "logger=csv"])
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(run / "hf_model"))
+    added = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    assert sorted(added) == [rows, rows + 1]
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    (delta,) = [v for k, v in state.items() if "trainable_tokens_delta" in k and "lm_head" not in k]
+    assert delta.shape[0] >= 2 and delta[:2].abs().sum() > 0  # the turn markers' rows moved
+    exported = AutoModelForCausalLM.from_pretrained(str(run / "hf_model")).get_input_embeddings().weight
+    assert torch.equal(exported[:rows], start[:rows])  # the pretrained rows stayed frozen
+    reloaded = CausalLMModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
+    assert reloaded.hparams.new_token_ids[:2] == added

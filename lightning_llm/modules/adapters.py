@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -70,17 +70,27 @@ def default_targets(model: nn.Module, embeddings_too: bool) -> list[str]:
     return targets
 
 
-def wrap(model: nn.Module, config: Mapping[str, Any], task_type: str | None, embeddings_too: bool) -> nn.Module:
+def wrap(model: nn.Module, config: Mapping[str, Any], task_type: str | None, embeddings_too: bool,
+         new_token_ids: Sequence[int] | None = None) -> nn.Module:
     """`model` inside a peft LoRA model: base weights frozen, adapters (+ the task head) trainable. `task_type` is
-    peft's (it decides the head that trains in full, peft's own modules_to_save, and the forward wrappers)."""
+    peft's (it decides the head that trains in full, peft's own modules_to_save, and the forward wrappers).
+    `new_token_ids`: embedding rows the pretrained model never had (tokens added to its tokenizer), trained in full
+    as peft's trainable tokens unless the embeddings are adapted or saved whole already."""
     peft = require_extra("peft", "peft", "model.peft")
     settings = settings_from(config)
     # Copies: peft extends the lists it is given (the task head joins modules_to_save), which would otherwise grow
     # the run's hyper-parameters.
     targets = list(settings.target_modules) if settings.target_modules else default_targets(model, embeddings_too)
+    embedding_name = next((name for name, module in model.named_modules() if module is model.get_input_embeddings()),
+                          None)
+    whole = [*targets, *(settings.modules_to_save or [])]
+    trained_in_full = embedding_name is not None and any(embedding_name.rsplit(".", 1)[-1] == t.rsplit(".", 1)[-1]
+                                                         for t in whole)
+    tokens = list(new_token_ids) if new_token_ids and not trained_in_full else None
     lora = peft.LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                            target_modules=targets, task_type=task_type,
-                           modules_to_save=list(settings.modules_to_save) if settings.modules_to_save else None)
+                           modules_to_save=list(settings.modules_to_save) if settings.modules_to_save else None,
+                           trainable_token_indices=tokens)
     try:
         return peft.get_peft_model(model, lora)
     except ValueError as err:  # e.g. a target module name the model does not have
@@ -105,6 +115,8 @@ def describe(model: nn.Module) -> str:
     trainable, total = trainable_share(model)
     heads = sorted(name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper))
     head = f" + {', '.join(heads)} in full" if heads else ""
+    if config.trainable_token_indices:
+        head += f" + {len(config.trainable_token_indices)} new token embeddings"
     targets = sorted({name.rsplit(".", 1)[-1] for name in config.target_modules})
     return (f"LoRA r={config.r} alpha={config.lora_alpha:g} on {', '.join(targets)}{head}: "
             f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")

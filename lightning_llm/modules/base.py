@@ -69,7 +69,8 @@ class HFTaskModule(pl.LightningModule):
     # Hyper-parameters holding a baseline from the data (see `data_kwargs`) -> the val metric it is logged as.
     baseline_metrics: ClassVar[dict[str, str]] = {}
     # Filled by the builders from the tokenizer (all tasks) or by the data module (per task): never configured.
-    derived_kwargs: ClassVar[frozenset[str]] = frozenset({"vocab_size", "special_token_ids", "hf_config"})
+    derived_kwargs: ClassVar[frozenset[str]] = frozenset({"vocab_size", "special_token_ids", "hf_config",
+                                                          "new_token_ids"})
     data_kwargs: ClassVar[frozenset[str]] = frozenset()
     # Attributes the builders set from the data module's `model_attachments()` (never hyper-parameters).
     data_attachments: ClassVar[frozenset[str]] = frozenset()
@@ -114,7 +115,8 @@ class HFTaskModule(pl.LightningModule):
                  lr_scheduler: str = "linear", gradient_checkpointing: bool = False, compile: bool = False,
                  attn_implementation: str | None = "sdpa", trust_remote_code: bool = False,
                  peft: dict[str, Any] | None = None, vocab_size: int | None = None,
-                 special_token_ids: dict[str, int] | None = None, hf_config: dict[str, Any] | None = None) -> None:
+                 special_token_ids: dict[str, int] | None = None, hf_config: dict[str, Any] | None = None,
+                 new_token_ids: list[int] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         # The tokenizer the data was encoded with, handed over by whoever builds the module (runtime/builders.py,
@@ -132,10 +134,17 @@ class HFTaskModule(pl.LightningModule):
         self.model = build_model(self.auto_class, config, pretrained_model_name_or_path=pretrained_model_name_or_path,
                                  from_saved_config=hf_config is not None, trust_remote_code=trust_remote_code,
                                  attn_implementation=attn_implementation)
-        if vocab_size and self.model.get_input_embeddings().num_embeddings < vocab_size:
+        pretrained_rows = self.model.get_input_embeddings().num_embeddings
+        if vocab_size and pretrained_rows < vocab_size:
             self.model.resize_token_embeddings(vocab_size, pad_to_multiple_of=8)
-        # Saved so that `load_from_checkpoint` rebuilds this exact architecture without downloading anything.
+            if peft and pretrained_model_name_or_path and new_token_ids is None:
+                # Tokens the tokenizer gained (a chat template's turn markers): their rows start random, and LoRA
+                # would keep them frozen, so they train (peft's trainable tokens; a tied output layer too).
+                new_token_ids = list(range(pretrained_rows, vocab_size))
+        # Saved so that `load_from_checkpoint` rebuilds this exact architecture (and adapter) without downloading
+        # anything.
         self.hparams["hf_config"] = self.model.config.to_dict()
+        self.hparams["new_token_ids"] = new_token_ids
         # from_pretrained returns the model in eval mode and Lightning keeps module modes: without this,
         # dropout would be off whenever a pretrained model is fine-tuned.
         self.model.train()
@@ -144,7 +153,7 @@ class HFTaskModule(pl.LightningModule):
         if peft:  # `peft=lora`: the HF model inside LoRA adapters (modules/adapters.py); {} or None: full training
             if gradient_checkpointing:  # frozen embeddings: checkpointed blocks need inputs that require grad
                 self.model.enable_input_require_grads()
-            self.model = adapters.wrap(self.model, peft, self.peft_task_type, self.lora_embeddings)
+            self.model = adapters.wrap(self.model, peft, self.peft_task_type, self.lora_embeddings, new_token_ids)
         # Which parameters decay is decided on the shapes seen here: FSDP (use_orig_params) later exposes sharded
         # parameters as 1-D views, which `ndim < 2` would put in the no-decay group.
         self._param_ndim = {name: p.ndim for name, p in self.named_parameters()}
