@@ -188,7 +188,8 @@ def test_validation_replies_are_handed_to_the_model_and_scored(compose_cfg) -> N
     assert len((Path(cfg.paths.output_dir) / "predictions_val.jsonl").read_text().splitlines()) == 2
 
 
-def test_lora_trains_the_turn_tokens_a_template_adds_to_a_pretrained_model(compose_cfg, tmp_path: Path) -> None:
+def test_lora_trains_the_turn_tokens_a_template_adds_to_a_pretrained_model(compose_cfg, tmp_path: Path,
+                                                                          capsys) -> None:
     """SFT with peft=lora from a pretrained model whose tokenizer lacks the template's turn markers: the tokens
     added for ChatML get embedding rows the model never had, which LoRA alone would leave frozen at their random
     start (the model could never learn to end a turn). They train as peft's trainable tokens (the tied output layer
@@ -206,6 +207,7 @@ def test_lora_trains_the_turn_tokens_a_template_adds_to_a_pretrained_model(compo
                        "data.chat_template=chatml", "data.max_length=64", "peft=lora", "model.learning_rate=1e-2",
                        "trainer.max_steps=4", "+trainer.limit_val_batches=1", "test=false", "logger=csv"])
     train(cfg)
+    assert "LoRA r=8 alpha=16 on c_attn + 2 new token embeddings:" in capsys.readouterr().out
     run = Path(cfg.paths.output_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(run / "hf_model"))
     added = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
