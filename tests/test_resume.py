@@ -38,8 +38,11 @@ TASKS = {
     "lora": [*TINY_BERT, "peft=lora"],
     # Length-grouped batches: the grouped order continues where it stopped.
     "group_by_length": [*TINY_BERT, "data.group_by_length=true"],
+    # Chat SFT: conversations through a ChatML template, loss on the assistant's tokens.
+    "chat": ["model=gpt", "data=chat", *TINY_GPT, "model.model_type=llama", "model.max_position_embeddings=256",
+             "data.chat_template=chatml", "data.max_length=160", "callbacks.generation_samples=null"],
 }
-SLOW = {"classification", "gpt", "ddp", "ddp_spawn", "lora", "group_by_length"}
+SLOW = {"classification", "gpt", "ddp", "ddp_spawn", "lora", "group_by_length", "chat"}
 KILL_AT = 3
 PREEMPT = ["+callbacks.fault._target_=lightning_llm.callbacks.FaultInjection",
            f"+callbacks.fault.sigterm_at_step={KILL_AT}"]
@@ -55,7 +58,7 @@ def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
-# All slow (classification ~25 s, GPT ~35 s of CPU, the two DDP variants ~90 s each): `pytest -m slow tests/test_resume.py`.
+# All slow (classification ~25 s, GPT ~35 s, chat ~20 s of CPU, the two DDP variants ~90 s each): `pytest -m slow tests/test_resume.py`.
 @pytest.mark.parametrize("task", [pytest.param(task, marks=[pytest.mark.slow] if task in SLOW else [])
                                   for task in TASKS])
 def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(run_cli, tmp_path: Path, task: str) -> None:
