@@ -22,7 +22,7 @@ from datasets import Dataset, DatasetDict
 
 from lightning_llm.config.schema import Range
 from lightning_llm.data import chat_templates as ct
-from lightning_llm.data.json_rows import JsonRowsDataModule
+from lightning_llm.data.chat_rows import ChatRowsDataModule
 from lightning_llm.errors import UserError
 from lightning_llm.tasks.causal_lm import unigram_perplexity
 
@@ -102,7 +102,7 @@ class ChatCollator:
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-class ChatDataModule(JsonRowsDataModule):
+class ChatDataModule(ChatRowsDataModule):
     """Conversations from local json/jsonl/parquet files or the hub (the bundled synthetic demo conversations
     when none is given), encoded once with the chat template (`chat_template`: the tokenizer's own, or a preset
     name such as `chatml`, a Jinja string or file, which then wins), truncated to `max_length` tokens.
@@ -117,18 +117,16 @@ class ChatDataModule(JsonRowsDataModule):
     _bundled = {"train": "chat_train.jsonl", "validation": "chat_validation.jsonl", "test": "chat_test.jsonl"}
 
     def __init__(self, *, messages_column: str = "messages", prompt_column: str = "prompt",
-                 completion_column: str = "completion", chat_template: str | None = None,
-                 max_length: Annotated[int, Range(2)] = 1024, assistant_only_loss: bool = True,
-                 packing: bool = False, **kwargs: Any) -> None:
+                 completion_column: str = "completion", max_length: Annotated[int, Range(2)] = 1024,
+                 assistant_only_loss: bool = True, packing: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.messages_column, self.prompt_column, self.completion_column = (messages_column, prompt_column,
                                                                             completion_column)
-        self.chat_template, self.max_length = chat_template, max_length
+        self.max_length = max_length
         self.assistant_only_loss, self.packing = assistant_only_loss, packing
         self.collate_fn = None  # set once the tokenizer is known
         self.unigram_ppl: float | None = None
         self.reply_samples: list[dict[str, Any]] = []
-        self._template_ready = False
 
     def _conversation(self, row: Any, where: str) -> tuple[str, Any, int]:
         """("messages" | "text", content, prompt turns) of one row, checked."""
@@ -157,34 +155,13 @@ class ChatDataModule(JsonRowsDataModule):
     def training_texts(self) -> Iterator[str]:
         raw = self.load_raw()
         for i, row in enumerate(self.rows(raw["train"])):
-            kind, value, _ = self._conversation(row, self._where("train", i))
+            kind, value, _ = self._conversation(row, self.where("train", i))
             if kind == "text":
                 yield from value
             else:
                 yield from (m["content"] for m in value)
 
-    def _where(self, split: str, index: int) -> str:
-        return f"data ({self.describe_split(split)}) row {index + 1}"
-
     # ----------------------------------------------------------------- template and encoding
-    def install_template(self) -> None:
-        """The chat template (and the special tokens a preset needs) on the tokenizer, before the cache key is
-        taken from it and before the model's vocabulary size is read from it."""
-        if not self._template_ready:
-            if self.chat_template or self.tokenizer.chat_template:
-                ct.install_template(self.tokenizer, self.chat_template)
-            self._template_ready = True
-
-    def prepare_data(self) -> None:
-        if self.tokenizer is not None:
-            self.install_template()
-        super().prepare_data()
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.tokenizer is not None:
-            self.install_template()
-        super().setup(stage)
-
     def _processing_params(self) -> dict[str, Any]:
         return {"messages": self.messages_column, "prompt": self.prompt_column, "completion": self.completion_column,
                 "template": self.tokenizer.chat_template, "max_length": self.max_length,
@@ -196,9 +173,7 @@ class ChatDataModule(JsonRowsDataModule):
         if kind == "text":
             ids, mask = ct.encode_text_completion(self.tokenizer, *value, completion_only=self.assistant_only_loss)
         else:
-            if not self.tokenizer.chat_template:
-                raise UserError("data.chat_template: the tokenizer has no chat_template: set data.chat_template="
-                                "chatml (or a Jinja template string or file)")
+            self.require_template()
             ids, mask = ct.encode_conversation(self.tokenizer, value, assistant_only=self.assistant_only_loss,
                                                prompt_turns=prompt_turns)
         return ids, [t if m else IGNORE_INDEX for t, m in zip(ids, mask)]
@@ -208,7 +183,7 @@ class ChatDataModule(JsonRowsDataModule):
         for split, ds in raw.items():
             ids_rows, label_rows, dropped = [], [], 0
             for i, row in enumerate(self.rows(ds)):
-                ids, labels = self.encode_row(row, self._where(split, i))
+                ids, labels = self.encode_row(row, self.where(split, i))
                 ids, labels = ids[:self.max_length], labels[:self.max_length]
                 if all(x == IGNORE_INDEX for x in labels[1:]):  # nothing left to predict (labels shift by one)
                     dropped += 1

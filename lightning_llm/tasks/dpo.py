@@ -38,7 +38,7 @@ from torchmetrics import Metric
 from lightning_llm import compat, registry
 from lightning_llm.config.schema import NonNegative, Positive, Range, UnitFraction
 from lightning_llm.data import chat_templates as ct
-from lightning_llm.data.json_rows import JsonRowsDataModule
+from lightning_llm.data.chat_rows import ChatRowsDataModule
 from lightning_llm.data.sources import stable_hash
 from lightning_llm.errors import UserError
 from lightning_llm.modules.generation import score_replies
@@ -103,7 +103,7 @@ class PreferenceCollator:
         return batch
 
 
-class PreferenceDataModule(JsonRowsDataModule):
+class PreferenceDataModule(ChatRowsDataModule):
     """Preference pairs from local json/jsonl/parquet files or the hub (the bundled synthetic demo pairs when none
     is given; scripts/data/make_preference_data.py), encoded once as TRL's DPOTrainer encodes them (module
     docstring). `chat_template`: the tokenizer's own, or a preset name such as `chatml`, a Jinja string or file,
@@ -117,8 +117,7 @@ class PreferenceDataModule(JsonRowsDataModule):
     eval_length_column = None  # rows hold prompt/chosen/rejected ids, no input_ids: the split's order is kept
 
     def __init__(self, *, prompt_column: str = "prompt", chosen_column: str = "chosen",
-                 rejected_column: str = "rejected", chat_template: str | None = None,
-                 max_length: Annotated[int, Range(2)] | None = 1024,
+                 rejected_column: str = "rejected", max_length: Annotated[int, Range(2)] | None = 1024,
                  max_prompt_length: Annotated[int, Range(1)] | None = None,
                  truncation_mode: Literal["keep_start", "keep_end"] = "keep_start", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -128,14 +127,10 @@ class PreferenceDataModule(JsonRowsDataModule):
             raise UserError(f"data.max_prompt_length={max_prompt_length} leaves no room for a reply within "
                             f"data.max_length={max_length}: make it smaller")
         self.prompt_column, self.chosen_column, self.rejected_column = prompt_column, chosen_column, rejected_column
-        self.chat_template, self.max_length = chat_template, max_length
+        self.max_length = max_length
         self.max_prompt_length, self.truncation_mode = max_prompt_length, truncation_mode
         self.collate_fn = None  # set once the tokenizer is known
         self.reply_samples: list[dict[str, Any]] = []
-        self._template_ready = False
-
-    def _where(self, split: str, index: int) -> str:
-        return f"data ({self.describe_split(split)}) row {index + 1}"
 
     def _reply(self, value: Any, where: str, column: str, conversational: bool) -> Any:
         if isinstance(value, np.ndarray):
@@ -174,28 +169,10 @@ class PreferenceDataModule(JsonRowsDataModule):
     def training_texts(self) -> Iterator[str]:
         raw = self.load_raw()
         for i, row in enumerate(self.rows(raw["train"])):
-            for part in self.pair(row, self._where("train", i)):
+            for part in self.pair(row, self.where("train", i)):
                 yield from ([part] if isinstance(part, str) else [m["content"] for m in part])
 
     # ----------------------------------------------------------------- template and encoding
-    def install_template(self) -> None:
-        """The chat template (and the special tokens a preset needs) on the tokenizer, before the cache key is taken
-        from it."""
-        if not self._template_ready:
-            if self.chat_template or self.tokenizer.chat_template:
-                ct.install_template(self.tokenizer, self.chat_template)
-            self._template_ready = True
-
-    def prepare_data(self) -> None:
-        if self.tokenizer is not None:
-            self.install_template()
-        super().prepare_data()
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.tokenizer is not None:
-            self.install_template()
-        super().setup(stage)
-
     def _processing_params(self) -> dict[str, Any]:
         return {"columns": [self.prompt_column, self.chosen_column, self.rejected_column],
                 "template": self.tokenizer.chat_template, "max_length": self.max_length,
@@ -214,9 +191,7 @@ class PreferenceDataModule(JsonRowsDataModule):
 
             prompt_ids, with_chosen, with_rejected = ids(prompt), ids(prompt + chosen), ids(prompt + rejected)
         else:
-            if not tok.chat_template:
-                raise UserError("data.chat_template: the tokenizer has no chat_template: set data.chat_template="
-                                "chatml (or a Jinja template string or file)")
+            self.require_template()
 
             def ids(messages: list, generation_prompt: bool = False) -> list[int]:
                 return list(tok.apply_chat_template(messages, tokenize=True, return_dict=True,
@@ -245,7 +220,7 @@ class PreferenceDataModule(JsonRowsDataModule):
         for split, ds in raw.items():
             columns: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
             for i, row in enumerate(self.rows(ds)):
-                where = self._where(split, i)
+                where = self.where(split, i)
                 prompt, chosen, rejected = self.pair(row, where)
                 for key, value in self.encode_pair(prompt, chosen, rejected, where).items():
                     columns[key].append(value)
