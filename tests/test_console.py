@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -218,3 +220,14 @@ def test_load_report_line_counts_grouped_keys_and_strips_colours() -> None:
         "checkpoint but unused (cls.predictions.transform.dense.*)")
     assert load_report_line("Some other warning") is None
     assert load_report_line("X LOAD REPORT from: y\nan unknown layout") is None  # left as transformers wrote it
+
+
+def test_the_entry_point_plumbing_imports_quietly() -> None:
+    """A SLURM job unpickles its task function, which imports runtime/cli.py before any command module: importing
+    it alone must already keep torchao's import noise (transformers imports torchao when installed) off stderr."""
+    import torchao  # noqa: F401  (the compress extra: installed with [dev]; missing, the noise cannot occur)
+
+    proc = subprocess.run([sys.executable, "-c", "import lightning_llm.runtime.cli"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Failed to load" not in proc.stderr and "is an Enum subclass" not in proc.stderr, proc.stderr

@@ -52,6 +52,9 @@ def test_grid_sweep_one_sbatch_job_per_point(slurm_env, tmp_path: Path) -> None:
     for task in tasks:
         assert wait_for(lambda: job_info(slurm_env, task)["JobState"] != "RUNNING", 60, "the job's end")
         assert job_info(slurm_env, task)["JobState"] == "COMPLETED"
+    # No import noise in the jobs' stderr: a job unpickles its task function before any command module runs.
+    logs = sorted((sweep / ".submitit").glob("*/*_log.err"))
+    assert len(logs) == 2 and not any("Failed to load" in log.read_text() for log in logs), logs
 
 
 def test_optuna_search_one_sbatch_job_per_trial(slurm_env, tmp_path: Path) -> None:

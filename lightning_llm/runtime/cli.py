@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from lightning_llm.runtime.console import quiet_known_noise
+
+# Before the imports below bring in transformers (and torchao with it): a SLURM job unpickles its task function,
+# which imports this module before any command module.
+quiet_known_noise()
+
 import os
 import sys
 from collections.abc import Callable
@@ -16,13 +22,7 @@ from lightning_llm.config.precheck import precheck
 from lightning_llm.config.secrets import redact, refuse_secret_overrides
 from lightning_llm.errors import UserError, user_error_in
 from lightning_llm.runtime.argv import route_group_shorthands, route_output_dir
-from lightning_llm.runtime.console import (
-    config_summary,
-    discard_run_dir,
-    failed_run_line,
-    final_line,
-    quiet_known_noise,
-)
+from lightning_llm.runtime.console import config_summary, discard_run_dir, failed_run_line, final_line
 from lightning_llm.runtime.extras import check_command_line
 from lightning_llm.runtime.hardware import follow_rank_zero_run_dir
 from lightning_llm.tracking import sweep
