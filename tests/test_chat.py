@@ -219,3 +219,27 @@ def test_lora_trains_the_turn_tokens_a_template_adds_to_a_pretrained_model(compo
     assert torch.equal(exported[:rows], start[:rows])  # the pretrained rows stayed frozen
     reloaded = CausalLMModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
     assert reloaded.hparams.new_token_ids[:2] == added
+
+
+def test_a_tokenizer_without_pad_token_keeps_its_eos_row_training(tmp_path: Path) -> None:
+    """Llama 3 / Mistral tokenizers have no pad token, so we pad with EOS. Put in the config before loading, that id
+    became the embedding's padding_idx, and the end-of-turn row got no gradient (TRL trained it): the model is built
+    as plain from_pretrained builds it, and the config gets the pad id after."""
+    import torch
+
+    from lightning_llm.runtime.builders import tokenizer_kwargs
+    from lightning_llm.tasks.causal_lm import CausalLMModule
+
+    tok = tiny_tokenizer(tmp_path, "chatml")
+    tok.pad_token = tok.eos_token  # what builders.build_tokenizer does for a tokenizer with none
+    start = tmp_path / "start"
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=32, eos_token_id=tok.eos_token_id)).save_pretrained(start)
+    module = CausalLMModule(pretrained_model_name_or_path=str(start), **tokenizer_kwargs(tok))
+    assert module.model.get_input_embeddings().padding_idx == LlamaForCausalLM.from_pretrained(
+        start).get_input_embeddings().padding_idx
+    assert module.model.config.pad_token_id == module.model.generation_config.pad_token_id == tok.eos_token_id
+    reply = tok("3 plus 4 is 7.")["input_ids"]
+    ids = torch.tensor([reply + [tok.eos_token_id] + reply])  # EOS inside: its row feeds the next predictions
+    module.model(input_ids=ids, labels=ids).loss.backward()
+    assert module.model.get_input_embeddings().weight.grad[tok.eos_token_id].abs().sum() > 0

@@ -19,7 +19,7 @@ from transformers import get_scheduler
 from lightning_llm import compat
 from lightning_llm.config.schema import NonNegative, Positive, Probability, UnitFraction
 from lightning_llm.modules import adapters
-from lightning_llm.modules.hf_models import build_config, build_model
+from lightning_llm.modules.hf_models import build_config, build_model, set_token_ids
 from lightning_llm.utils.io import write_text_atomic
 
 # Generic size-field names mapped to what an architecture calls them (HF's attribute_map covers the rest).
@@ -127,13 +127,21 @@ class HFTaskModule(pl.LightningModule):
                 "max_position_embeddings": max_position_embeddings, "vocab_size": vocab_size}
         aliases = _SIZE_ALIASES.get(model_type, {})
         size = {aliases.get(k, k): v for k, v in size.items()}
-        extra = {**(special_token_ids or {}), **self.task_config(), **(config_overrides or {})}
+        ids = dict(special_token_ids or {})
+        # A pad id that is also the EOS/BOS id (a tokenizer without a pad token) is set once the model is built, as
+        # the transformers Trainer and TRL do: in the constructor's config it would become the embedding's
+        # `padding_idx`, whose row (the end-of-turn token's) then never trains.
+        shared_pad = ids.get("pad_token_id") is not None and ids["pad_token_id"] in (ids.get("eos_token_id"),
+                                                                                      ids.get("bos_token_id"))
+        late = {"pad_token_id": ids.pop("pad_token_id")} if shared_pad else {}
+        extra = {**ids, **self.task_config(), **(config_overrides or {})}
         config = build_config(pretrained_model_name_or_path=pretrained_model_name_or_path, hf_config=hf_config,
                               model_type=model_type, size=size, extra=extra, trust_remote_code=trust_remote_code,
                               dropout=dropout)
         self.model = build_model(self.auto_class, config, pretrained_model_name_or_path=pretrained_model_name_or_path,
                                  from_saved_config=hf_config is not None, trust_remote_code=trust_remote_code,
                                  attn_implementation=attn_implementation)
+        set_token_ids(self.model, late)
         pretrained_rows = self.model.get_input_embeddings().num_embeddings
         if vocab_size and pretrained_rows < vocab_size:
             self.model.resize_token_embeddings(vocab_size, pad_to_multiple_of=8)

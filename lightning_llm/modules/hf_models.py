@@ -54,6 +54,15 @@ def build_config(*, pretrained_model_name_or_path: str | None, hf_config: dict[s
     return config
 
 
+def set_token_ids(model: Any, ids: dict[str, int]) -> None:
+    """Special token ids on a built model's config, and on its generation config where that has none."""
+    generation = getattr(model, "generation_config", None)
+    for key, value in ids.items():
+        setattr(model.config, key, value)
+        if generation is not None and getattr(generation, key, None) is None:
+            setattr(generation, key, value)
+
+
 def build_model(auto_cls: Any, config: PretrainedConfig, *, pretrained_model_name_or_path: str | None,
                 from_saved_config: bool, trust_remote_code: bool, attn_implementation: str | None) -> Any:
     """Instantiate `auto_cls` (e.g. AutoModelForCausalLM) with pretrained weights where asked."""
