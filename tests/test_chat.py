@@ -94,6 +94,8 @@ def test_whole_conversation_and_text_completion_equal_trl(tmp_path: Path) -> Non
     assert all(r["labels"] == r["input_ids"] for r in ours)
     text = [{"prompt": "What is 3 plus 4?", "completion": " 7."}, {"prompt": "Hi, I am", "completion": " Alice."}]
     assert our_rows(tmp_path, tok, text, max_length=4096) == trl_rows(tmp_path, tok, text)
+    # Plain prompt/completion trains the completion only, assistant_only_loss or not (TRL's completion_only_loss).
+    assert our_rows(tmp_path, tok, text, max_length=4096, assistant_only_loss=False) == trl_rows(tmp_path, tok, text)
 
 
 def test_truncation_equals_trl_and_drops_untrained(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -243,3 +245,40 @@ def test_a_tokenizer_without_pad_token_keeps_its_eos_row_training(tmp_path: Path
     ids = torch.tensor([reply + [tok.eos_token_id] + reply])  # EOS inside: its row feeds the next predictions
     module.model(input_ids=ids, labels=ids).loss.backward()
     assert module.model.get_input_embeddings().weight.grad[tok.eos_token_id].abs().sum() > 0
+
+
+# Gemma's rules: no system role, user and assistant alternate from a user turn.
+NO_SYSTEM = ("{{ bos_token }}{% for m in messages %}"
+             "{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+             "{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+             "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+             "{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else 'user') + '\\n' + m['content'] "
+             "+ '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}")
+
+
+def test_a_template_without_system_role_trains_and_names_the_row_it_refuses(tmp_path: Path) -> None:
+    """Gemma / Mistral-Instruct templates refuse a system turn: the template is still accepted (checked without
+    one), its end of turn found, conversations without a system turn train, and a row the template refuses fails in
+    one line naming it."""
+    tok = train_tokenizer([m["content"] for c in CONVERSATIONS for m in c] * 5, "bpe", 400, tmp_path / "tok")
+    tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]},
+                           replace_extra_special_tokens=False)
+    tok.chat_template = NO_SYSTEM
+    ct.install_template(tok, None)
+    assert ct.end_of_turn_id(tok) == tok.convert_tokens_to_ids("<end_of_turn>")
+    (row,) = our_rows(tmp_path, tok, [{"messages": CONVERSATIONS[1]}], max_length=256)
+    assert tok.decode([t for t in row["labels"] if t != IGNORE_INDEX]) == "3 plus 4 is 7.<end_of_turn>"
+    with pytest.raises(UserError) as err:
+        our_rows(tmp_path, tok, [{"messages": CONVERSATIONS[1]}, {"messages": CONVERSATIONS[0]}], max_length=256)
+    assert "row 2: the chat template cannot render this conversation: System role not supported" in str(err.value)
+
+
+def test_a_conversation_opening_with_the_assistant_equals_trl(tmp_path: Path) -> None:
+    """A greeting before the user's first turn: the assistant's turns are located by prefix rendering (TRL's llama3
+    template has no generation blocks), the first from its content on."""
+    tok = tiny_tokenizer(tmp_path, "llama3")
+    rows = [{"messages": [{"role": "assistant", "content": "Hi, how can I help?"}, *CONVERSATIONS[1]]}]
+    ours = our_rows(tmp_path, tok, rows, max_length=4096)
+    assert ours == trl_rows(tmp_path, tok, rows, assistant_only_loss=True)
+    trained = tok.decode([t for t in ours[0]["labels"] if t != IGNORE_INDEX])
+    assert trained == "Hi, how can I help?<|eot_id|>3 plus 4 is 7.<|eot_id|>"

@@ -284,3 +284,40 @@ def test_optuna_search_over_beta_maximizes_reward_accuracy(tmp_path: Path, start
         assert OmegaConf.load(job / ".hydra" / "config.yaml").model.beta == pytest.approx(trial.params["model.beta"])
         values.append(trial.value)
     assert best.best_value == pytest.approx(max(values)) and len(set(t.params["model.beta"] for t in study.trials)) == 3
+
+
+def test_ultrafeedback_shape_reads_as_the_conversational_pairs(tmp_path: Path, start: tuple[Path, object]) -> None:
+    """HuggingFaceH4/ultrafeedback_binarized: a prompt string beside chosen/rejected whole conversations that begin
+    with the user's turn; and a prompt string beside assistant-only lists (read as the user's message). Both
+    encode as TRL's conversational pairs do."""
+    _, tok = start
+    whole = [{"prompt": p[-1]["content"], "chosen": [*p, {"role": "assistant", "content": c}],
+              "rejected": [*p, {"role": "assistant", "content": r}], "score_chosen": 8.0}
+             for p, (c, r) in zip(PROMPTS, REPLIES)]
+    expected = list(our_data(tmp_path / "c", tok, CONVERSATIONAL).datasets["train"])
+    assert list(our_data(tmp_path / "w", tok, whole).datasets["train"]) == expected
+    single = [row for row in CONVERSATIONAL if len(row["prompt"]) == 1]
+    replies_only = [{**row, "prompt": row["prompt"][0]["content"]} for row in single]
+    assert single
+    assert (list(our_data(tmp_path / "r", tok, replies_only).datasets["train"])
+            == list(our_data(tmp_path / "s", tok, single).datasets["train"]))
+
+
+def test_a_precompute_runs_checkpoint_is_scored_against_the_starting_weights(start: tuple[Path, object]) -> None:
+    """llm-eval rebuilds a checkpoint's module from its saved config (untrained weights, then the checkpoint's):
+    with precompute_ref_log_probs the reference is not in the checkpoint, so it is the starting weights loaded
+    again, not a copy of the untrained ones."""
+    path, tok = start
+    hf_config = LlamaConfig.from_pretrained(path).to_dict()
+    module = DPOModule(pretrained_model_name_or_path=str(path), hf_config=hf_config, precompute_ref_log_probs=True)
+    reference = module._starting_model().state_dict()
+    for name, weight in LlamaForCausalLM.from_pretrained(path).state_dict().items():
+        assert torch.equal(reference[name], weight), name
+
+
+def test_the_best_checkpoint_is_chosen_by_loss_and_sweeps_by_accuracy(start: tuple[Path, object], compose_cfg) -> None:
+    """Reward accuracy moves in steps of 1/pairs and ties keep the first checkpoint (an early one exported);
+    across a sweep over beta the loss is not comparable, the accuracy is."""
+    cfg = compose_cfg(["model=dpo", "data=preference", f"model.pretrained_model_name_or_path={start[0]}"])
+    assert (cfg.monitor.metric, cfg.monitor.mode) == ("val/loss", "min")
+    assert cfg.optimized_metric == "val/rewards/accuracies"

@@ -35,8 +35,11 @@ CHATML = (
 )
 # Preset name -> (template, special tokens it needs in the vocabulary).
 PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {"chatml": (CHATML, ("<|im_start|>", "<|im_end|>"))}
-_PROBE = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
-          {"role": "assistant", "content": "a"}, {"role": "user", "content": "v"}]
+# Conversations a template is checked with, the first it renders used: with a system turn, and without one for
+# templates that refuse it (Gemma, Mistral-Instruct). They end with the reply, as templates that close the last turn
+# differently (Phi-3's EOS, Qwen3's thinking block) render a prefix of the whole conversation only up to there.
+_PROBES = ([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}],
+           [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}])
 
 
 def has_generation_blocks(template: str | None) -> bool:
@@ -75,21 +78,33 @@ def install_template(tokenizer: Any, setting: str | None, key: str = "data.chat_
     if not tokenizer.chat_template:
         raise UserError(f"{key}: the tokenizer has no chat_template: set {key}=chatml (or a Jinja template string "
                         f"or file)")
+    errors = []
+    for probe in _PROBES:
+        try:
+            tokenizer.apply_chat_template(probe, tokenize=False)
+            return
+        except Exception as err:
+            errors.append(err)
+    raise UserError(f"{key}: the chat template does not render a user/assistant conversation: "
+                    f"{first_line(errors[-1])}") from errors[-1]
+
+
+def apply(tokenizer: Any, messages: Sequence[Message], **kwargs: Any) -> Any:
+    """`apply_chat_template`, a conversation the template refuses (a role it does not take, turns that do not
+    alternate) failing in one line."""
     try:
-        tokenizer.apply_chat_template(_PROBE, tokenize=False)
+        return tokenizer.apply_chat_template(list(messages), **kwargs)
     except Exception as err:
-        raise UserError(f"{key}: the chat template does not render a system/user/assistant conversation: "
-                        f"{first_line(err)}") from err
+        raise UserError(f"the chat template cannot render this conversation: {first_line(err)}") from err
 
 
 def render(tokenizer: Any, messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+    return apply(tokenizer, messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
 def prompt_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
     """Token ids of a conversation followed by the template's generation prompt (where a reply starts)."""
-    return list(tokenizer.apply_chat_template(list(messages), tokenize=True, add_generation_prompt=True,
-                                              return_dict=True)["input_ids"])
+    return list(apply(tokenizer, messages, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -111,8 +126,7 @@ def assistant_mask(tokenizer: Any, messages: Sequence[Message]) -> tuple[list[in
     do); a turn with no such token is kept whole."""
     messages = list(messages)
     if has_generation_blocks(tokenizer.chat_template):
-        out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True)
+        out = apply(tokenizer, messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
         return list(out["input_ids"]), list(out["assistant_masks"])
     text = render(tokenizer, messages)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -122,13 +136,15 @@ def assistant_mask(tokenizer: Any, messages: Sequence[Message]) -> tuple[list[in
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before, upto = render(tokenizer, messages[:i], add_generation_prompt=True), render(tokenizer, messages[:i + 1])
+        # A conversation that opens with the assistant: nothing before it renders, its turn starts at its content.
+        before = render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        upto = render(tokenizer, messages[:i + 1])
         if not (text.startswith(before) and text.startswith(upto) and len(before) <= len(upto)):
             raise UserError("data.chat_template: the template renders a conversation's beginning differently from "
                             "the whole conversation, so assistant turns cannot be located: use a template with "
                             "{% generation %} blocks (e.g. data.chat_template=chatml)")
-        start, end = len(before), len(upto)
         content = str(message["content"]).strip()
+        start, end = (len(before) if i else max(text.find(content, 0, len(upto)), 0)), len(upto)
         found = text.find(content, start, end) if content else -1
         content_end = found + len(content) if found >= 0 else start
         turn = [j for j, (s, e) in enumerate(offsets) if e > start and s < end]
@@ -143,10 +159,15 @@ def assistant_mask(tokenizer: Any, messages: Sequence[Message]) -> tuple[list[in
 def end_of_turn_id(tokenizer: Any) -> int | None:
     """The token that ends an assistant turn (ChatML `<|im_end|>`, Llama 3 `<|eot_id|>`): the last trained token of
     a probe reply, when it is an added (special) token; None when the template ends turns with plain text."""
-    ids, mask = assistant_mask(tokenizer, _PROBE)
-    trained = [t for t, m in zip(ids, mask) if m]
     added = set(tokenizer.get_added_vocab().values())
-    return trained[-1] if trained and trained[-1] in added else None
+    for probe in _PROBES:
+        try:
+            ids, mask = assistant_mask(tokenizer, probe)
+        except Exception:  # a template that refuses this probe (a system turn) or cannot be read by prefixes
+            continue
+        trained = [t for t, m in zip(ids, mask) if m]
+        return trained[-1] if trained and trained[-1] in added else None
+    return None
 
 
 def encode_conversation(tokenizer: Any, messages: Sequence[Message], *, assistant_only: bool = True,
@@ -157,7 +178,7 @@ def encode_conversation(tokenizer: Any, messages: Sequence[Message], *, assistan
     if assistant_only:
         ids, mask = assistant_mask(tokenizer, messages)
     else:
-        ids = list(tokenizer.apply_chat_template(list(messages), tokenize=True, return_dict=True)["input_ids"])
+        ids = list(apply(tokenizer, messages, tokenize=True, return_dict=True)["input_ids"])
         mask = [1] * len(ids)
     if prompt_turns:
         start = common_prefix_length(prompt_ids(tokenizer, messages[:prompt_turns]), ids)
@@ -165,15 +186,14 @@ def encode_conversation(tokenizer: Any, messages: Sequence[Message], *, assistan
     return ids, mask
 
 
-def encode_text_completion(tokenizer: Any, prompt: str, completion: str,
-                           completion_only: bool = True) -> tuple[list[int], list[int]]:
+def encode_text_completion(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
     """Plain-text prompt/completion (no template), as TRL does: EOS appended to the completion, the prompt's
     tokens untrained."""
     eos = tokenizer.eos_token or ""
     if eos and not completion.endswith(eos):
         completion = completion + eos
     ids = list(tokenizer(prompt + completion)["input_ids"])
-    start = common_prefix_length(list(tokenizer(prompt)["input_ids"]), ids) if completion_only else 0
+    start = common_prefix_length(list(tokenizer(prompt)["input_ids"]), ids)
     return ids, [0] * start + [1] * (len(ids) - start)
 
 

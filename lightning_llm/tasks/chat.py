@@ -45,7 +45,10 @@ def _check_messages(value: Any, where: str, what: str = "messages") -> list[dict
         role, content = message["role"], message["content"]
         if role not in ct.ROLES:
             raise UserError(f"{where}: {what}[{j}] has role {role!r}, expected one of {', '.join(ct.ROLES)}")
-        if not isinstance(content, str) or not content.strip():
+        if not isinstance(content, str):
+            raise UserError(f"{where}: {what}[{j}] ({role}) content must be a string, got {type(content).__name__} "
+                            f"{str(content)[:60]!r}")
+        if not content.strip():
             raise UserError(f"{where}: {what}[{j}] ({role}) has empty content")
         out.append({"role": role, "content": content})
     return out
@@ -170,12 +173,15 @@ class ChatDataModule(ChatRowsDataModule):
     def encode_row(self, row: Any, where: str) -> tuple[list[int], list[int]]:
         """(input ids, labels) of one checked row, before truncation."""
         kind, value, prompt_turns = self._conversation(row, where)
-        if kind == "text":
-            ids, mask = ct.encode_text_completion(self.tokenizer, *value, completion_only=self.assistant_only_loss)
+        if kind == "text":  # the completion only, whatever assistant_only_loss says (TRL's completion_only_loss)
+            ids, mask = ct.encode_text_completion(self.tokenizer, *value)
         else:
             self.require_template()
-            ids, mask = ct.encode_conversation(self.tokenizer, value, assistant_only=self.assistant_only_loss,
-                                               prompt_turns=prompt_turns)
+            try:
+                ids, mask = ct.encode_conversation(self.tokenizer, value, assistant_only=self.assistant_only_loss,
+                                                   prompt_turns=prompt_turns)
+            except UserError as err:
+                raise UserError(f"{where}: {err}") from err
         return ids, [t if m else IGNORE_INDEX for t, m in zip(ids, mask)]
 
     def _process(self, raw: DatasetDict) -> tuple[DatasetDict, dict[str, Any]]:

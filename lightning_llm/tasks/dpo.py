@@ -153,6 +153,11 @@ class PreferenceDataModule(ChatRowsDataModule):
             raise UserError(f"{where}: no {' or '.join(map(repr, missing))} (set data.chosen_column/"
                             f"data.rejected_column); the row has {', '.join(map(str, row)) or 'no fields'}")
         prompt, chosen, rejected = (v.tolist() if isinstance(v, np.ndarray) else v for v in (row.get(c) for c in cols))
+        if isinstance(prompt, str) and isinstance(chosen, list) and isinstance(rejected, list):
+            if chosen and rejected and chosen[0] == rejected[0]:
+                prompt = None  # whole conversations beside the prompt text (ultrafeedback_binarized): their start
+            else:
+                prompt = [{"role": "user", "content": prompt}]
         if prompt is None:
             if isinstance(chosen, str) != isinstance(rejected, str):
                 raise UserError(f"{where}: no {self.prompt_column!r}, and chosen/rejected are not of one kind")
@@ -194,8 +199,11 @@ class PreferenceDataModule(ChatRowsDataModule):
             self.require_template()
 
             def ids(messages: list, generation_prompt: bool = False) -> list[int]:
-                return list(tok.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                                    add_generation_prompt=generation_prompt)["input_ids"])
+                try:
+                    return list(ct.apply(tok, messages, tokenize=True, return_dict=True,
+                                         add_generation_prompt=generation_prompt)["input_ids"])
+                except UserError as err:
+                    raise UserError(f"{where}: {err}") from err
 
             prompt_ids = ids(prompt, True)
             with_chosen, with_rejected = ids(prompt + chosen), ids(prompt + rejected)
@@ -376,7 +384,9 @@ class DPOModule(CausalLMModule):
     architecture_suffixes = ()  # an exported DPO model is a plain causal LM: llm-generate reads it as causal_lm
     bare_config_default = False
     explain_as = None
-    monitor = ("val/rewards/accuracies", "max")
+    # The best checkpoint by loss: reward accuracy moves in steps of 1/pairs and often ties, and a tie keeps the first
+    # checkpoint. Sweeps compare accuracy, as the loss's scale changes with beta.
+    monitor = ("val/loss", "min")
     optimized_metric = ("val/rewards/accuracies", "max")
     best_metric = ("val/rewards/accuracies", "max")
     progress_bar_metrics = frozenset({"loss", "rewards/accuracies", "rewards/margins", "reply_exact_match"})
@@ -412,10 +422,10 @@ class DPOModule(CausalLMModule):
         self.reference: nn.Module | None = None
         if not self.has_adapter:
             frozen = copy.deepcopy(self.model).eval().requires_grad_(False)
-            if precompute_ref_log_probs:
-                self.__dict__["_detached_reference"] = frozen
-            else:
+            if not precompute_ref_log_probs:
                 self.reference = frozen
+            elif kwargs.get("hf_config") is None:  # rebuilt from a checkpoint, the copy would be untrained weights
+                self.__dict__["_detached_reference"] = frozen
         self.reply_exact_match_start: float | None = None
 
     def train(self, mode: bool = True) -> DPOModule:
