@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,22 @@ def offline_env(tmp_path_factory: pytest.TempPathFactory) -> None:
                        "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
                        "LIGHTNING_LLM_CACHE": str(tmp_path_factory.mktemp("cache"))})
     os.environ.pop("WANDB_API_KEY", None)
+
+
+def _untracked_in_checkout() -> set[str]:
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO, capture_output=True,
+                         text=True)
+    return {line[3:] for line in out.stdout.splitlines() if line.startswith("??")} if out.returncode == 0 else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_left_clean() -> Iterator[None]:
+    """Tests write under their tmp paths only: a file a test leaves in the checkout (a run directory or a predictions
+    file written to the current directory) fails the session."""
+    before = _untracked_in_checkout()
+    yield
+    left = sorted(_untracked_in_checkout() - before)
+    assert not left, f"tests left files in the checkout: {left[:10]}"
 
 
 def compose_run_config(run_dir: Path, overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:

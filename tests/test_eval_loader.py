@@ -45,7 +45,8 @@ def test_length_ordered_larger_eval_batches_give_the_same_metrics(compose_cfg) -
             setattr(datamodule, name, value)
         recorder = _RecordsGradMode()
         trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder])
+                             enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder],
+                             default_root_dir=cfg.paths.output_dir)  # where predictions_val.jsonl goes
         metrics = {k: float(v) for k, v in trainer.validate(model, datamodule=datamodule, verbose=False)[0].items()}
         assert recorder.modes == {(True, False)}  # inference mode: no autograd state is kept
         return metrics
