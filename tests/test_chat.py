@@ -282,3 +282,16 @@ def test_a_conversation_opening_with_the_assistant_equals_trl(tmp_path: Path) ->
     assert ours == trl_rows(tmp_path, tok, rows, assistant_only_loss=True)
     trained = tok.decode([t for t in ours[0]["labels"] if t != IGNORE_INDEX])
     assert trained == "Hi, how can I help?<|eot_id|>3 plus 4 is 7.<|eot_id|>"
+
+
+def test_a_template_whose_trained_turns_lack_an_end_token_warns(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A `{% generation %}` block around the content only: the end-of-turn token is never trained, and the model
+    would not learn to stop (TRL warns too)."""
+    tok = tiny_tokenizer(tmp_path, "chatml")
+    our_rows(tmp_path / "ok", tok, [{"messages": CONVERSATIONS[1]}], max_length=256)
+    assert "may not learn to stop" not in capsys.readouterr().err
+    tok.chat_template = ct.CHATML.replace("{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}",
+                                          "{{- message['content'] }}{%- endgeneration %}{{- '<|im_end|>' }}")
+    assert ct.has_generation_blocks(tok.chat_template) and tok.chat_template != ct.CHATML
+    our_rows(tmp_path / "bad", tok, [{"messages": CONVERSATIONS[1]}], max_length=256)
+    assert "may not learn to stop" in capsys.readouterr().err

@@ -281,6 +281,9 @@ def test_optuna_search_over_beta_maximizes_reward_accuracy(tmp_path: Path, start
         results = json.loads((job / "results.json").read_text())
         assert results["optimized_metric"]["name"] == "val/rewards/accuracies"
         assert results["optimized_metric"]["value"] == pytest.approx(trial.value)
+        # The pruner saw the objective after each validation (a share of the 33 validation pairs), not val/loss.
+        reported = list(trial.intermediate_values.values())
+        assert reported and all(abs(v * 33 - round(v * 33)) < 1e-4 for v in reported), reported
         assert OmegaConf.load(job / ".hydra" / "config.yaml").model.beta == pytest.approx(trial.params["model.beta"])
         values.append(trial.value)
     assert best.best_value == pytest.approx(max(values)) and len(set(t.params["model.beta"] for t in study.trials)) == 3

@@ -1,4 +1,6 @@
-"""Report the monitored metric to the job's Optuna trial after every validation and stop when the pruner says so.
+"""Report the study's objective (`optimized_metric`) to the job's Optuna trial after every validation and stop when
+the pruner says so. The objective, not `monitor.metric`: a pruner compares trials' intermediate values of what the
+study optimizes, and a task may pick its checkpoints by another metric (DPO, seq2seq: by val/loss).
 
 Added by the builders whenever the job runs an Optuna trial (`TrialLink` in the environment). Global rank 0
 talks to the study; the decision is broadcast so every rank stops after the same validation."""
@@ -10,17 +12,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from lightning_llm.errors import UserError
 from lightning_llm.tracking.trials import PRUNED_AT, TrialLink
 
 
 class OptunaPruning(pl.Callback):
-    def __init__(self, link: TrialLink, monitor: str, mode: str) -> None:
-        if link.pruner != "none" and (mode == "max") != (link.direction == "maximize"):
-            raise UserError(f"hydra.sweeper.pruner={link.pruner}: monitor.metric={monitor} (mode={mode}) is what "
-                            f"trials report, and the study {link.direction}s; set monitor.mode to match, or "
-                            f"hydra.sweeper.pruner=none")
-        self.link, self.monitor = link, monitor
+    def __init__(self, link: TrialLink, metric: str) -> None:
+        self.link, self.monitor = link, metric
         self._trial: Any = None  # opened on rank 0 in the process that trains (ddp_spawn: not the launcher)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -182,7 +182,7 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     callbacks = instantiate_collection(cfg.get("callbacks"), "callbacks", allowed_targets(cfg))
     link = TrialLink.from_env()
     if link is not None and cfg.get("train", True):
-        callbacks.append(OptunaPruning(link, str(cfg.monitor.metric), str(cfg.monitor.mode)))
+        callbacks.append(OptunaPruning(link, str(cfg.optimized_metric)))
     return callbacks
 
 

@@ -186,6 +186,9 @@ class ChatDataModule(ChatRowsDataModule):
 
     def _process(self, raw: DatasetDict) -> tuple[DatasetDict, dict[str, Any]]:
         processed, meta = DatasetDict(), {"dropped": {}, "reply_samples": []}
+        if self.assistant_only_loss and self.tokenizer.chat_template and ct.end_of_turn_id(self.tokenizer) is None:
+            print("warning: data.chat_template: no special token ends the trained part of an assistant turn, so the "
+                  "model may not learn to stop", file=sys.stderr)
         for split, ds in raw.items():
             ids_rows, label_rows, dropped = [], [], 0
             for i, row in enumerate(self.rows(ds)):
