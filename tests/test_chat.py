@@ -295,3 +295,22 @@ def test_a_template_whose_trained_turns_lack_an_end_token_warns(tmp_path: Path, 
     assert ct.has_generation_blocks(tok.chat_template) and tok.chat_template != ct.CHATML
     our_rows(tmp_path / "bad", tok, [{"messages": CONVERSATIONS[1]}], max_length=256)
     assert "may not learn to stop" in capsys.readouterr().err
+
+
+def test_packing_is_refused_where_the_architecture_attends_across_conversations(tmp_path: Path) -> None:
+    """Packed rows keep conversations apart only where the model builds its causal mask from the position ids:
+    OPT does not, so data.packing=true stops before training instead of silently mixing conversations."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from lightning_llm.tasks.causal_lm import CausalLMModule, attends_across_packed_rows
+
+    tiny = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
+    llama = LlamaForCausalLM(LlamaConfig(**tiny, intermediate_size=32))
+    OPTForCausalLM(OPTConfig(**tiny, ffn_dim=32, word_embed_proj_dim=16)).save_pretrained(tmp_path / "opt")
+    assert not attends_across_packed_rows(llama)
+    module = CausalLMModule(pretrained_model_name_or_path=str(tmp_path / "opt"))
+    assert attends_across_packed_rows(module.model)
+    module.setup("fit")  # not packed: nothing to check
+    module.packed_conversations = True
+    with pytest.raises(UserError, match="data.packing=true: OPTForCausalLM attends across the conversations"):
+        module.setup("fit")

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 from lightning_llm import registry
 from lightning_llm.config.schema import NonNegative, Positive, UnitFraction
 from lightning_llm.data.chat_templates import chat_generation_config
+from lightning_llm.errors import UserError
 from lightning_llm.modules.base import HFTaskModule
 from lightning_llm.modules.generation import score_replies
 
@@ -142,6 +143,26 @@ class NextTokenMetrics(Metric):
         return {"loss": loss.float(), "ppl": loss.exp().float(), "token_acc": (self.correct / self.tokens).float()}
 
 
+@torch.no_grad()
+def attends_across_packed_rows(model: torch.nn.Module) -> bool:
+    """Whether the second of two sequences packed in one row (position ids restarting, no attention mask) sees the
+    first: its logits change when only the first changes. Architectures that build the causal mask from the
+    position ids (Llama, Qwen, Mistral, Gemma, GPT-2, ...) keep them apart; others (OPT, MPT, BLOOM) do not."""
+    vocab = model.get_input_embeddings().num_embeddings
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    first, other, second = (torch.randint(vocab, (1, 4), generator=generator) for _ in range(3))
+    positions = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]], device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        a, b = (model(input_ids=torch.cat([head, second], 1).to(device), position_ids=positions,
+                      use_cache=False).logits[:, 4:].float() for head in (first, other))
+    finally:
+        model.train(was_training)
+    return not torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(a.abs().max().clamp(min=1)))
+
+
 class CausalLMModule(HFTaskModule):
     """Logs `train/loss`; `val/loss`, `val/ppl`, `val/token_acc`, `val/ppl_best`, `val/unigram_ppl`;
     `test/loss`, `test/ppl`, `test/token_acc`. `*/loss` is the token-weighted mean next-token NLL of the split
@@ -158,9 +179,11 @@ class CausalLMModule(HFTaskModule):
     optimized_metric = ("val/ppl", "min")
     best_metric = ("val/ppl", "min")
     data_kwargs = frozenset({"baseline_ppl"})
-    # Validation prompts + references (data=chat, data=preference) that `eval_generation_samples` replies to.
-    data_attachments = frozenset({"reply_samples"})
+    # Validation prompts + references (data=chat, data=preference) that `eval_generation_samples` replies to, and
+    # whether rows hold several conversations (data=chat data.packing=true).
+    data_attachments = frozenset({"reply_samples", "packed_conversations"})
     reply_samples: Sequence[Mapping[str, Any]] = ()
+    packed_conversations = False
     baseline_metrics = {"baseline_ppl": "val/unigram_ppl"}
 
     def __init__(self, *, model_type: str = "gpt2", learning_rate: Positive[float] = 6e-4,
@@ -170,6 +193,12 @@ class CausalLMModule(HFTaskModule):
                  **kwargs: Any) -> None:
         super().__init__(model_type=model_type, learning_rate=learning_rate, weight_decay=weight_decay,
                          warmup_ratio=warmup_ratio, adam_betas=adam_betas, lr_scheduler=lr_scheduler, **kwargs)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.packed_conversations and attends_across_packed_rows(self.model):
+            raise UserError(f"data.packing=true: {type(self.model).__name__} attends across the conversations of a "
+                            f"packed row (its attention mask ignores the position ids): set data.packing=false")
 
     # use_cache=False: training and scoring need no KV cache, and transformers derives the block-diagonal mask of
     # packed rows (`data.packing`, position ids restarting, no attention mask) only without one.

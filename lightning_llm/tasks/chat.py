@@ -260,4 +260,5 @@ class ChatDataModule(ChatRowsDataModule):
         return {"baseline_ppl": self.unigram_ppl}
 
     def model_attachments(self) -> dict[str, Any]:
-        return {"reply_samples": self.reply_samples}  # scored with `model.eval_generation_samples`
+        # Scored with `model.eval_generation_samples`; packing checked against the model's attention.
+        return {"reply_samples": self.reply_samples, "packed_conversations": self.packing}
