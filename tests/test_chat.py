@@ -314,3 +314,23 @@ def test_packing_is_refused_where_the_architecture_attends_across_conversations(
     module.packed_conversations = True
     with pytest.raises(UserError, match="data.packing=true: OPTForCausalLM attends across the conversations"):
         module.setup("fit")
+
+
+@pytest.mark.parametrize("template, specials, eot", [
+    ("qwen3", ["<|im_start|>", "<|im_end|>"], "<|im_end|>"),
+    ("phi3", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<|end|>"),
+])
+def test_templates_that_render_the_last_turn_apart_train_each_reply(tmp_path: Path, template: str,
+                                                                      specials: list[str], eot: str) -> None:
+    """Qwen3 gives the last reply a thinking block, Phi-3 ends the whole conversation with EOS: a conversation's
+    beginning renders differently from the whole, so each reply is found by its content, in order; what trains is
+    each reply and its end-of-turn token, in multi-turn conversations too."""
+    tok = train_tokenizer([m["content"] for c in CONVERSATIONS for m in c] * 5, "bpe", 400, tmp_path / "tok")
+    tok.add_special_tokens({"additional_special_tokens": specials}, replace_extra_special_tokens=False)
+    tok.chat_template = (TRL_TEMPLATES / f"{template}.jinja").read_text()
+    ct.install_template(tok, None)
+    assert ct.end_of_turn_id(tok) == tok.convert_tokens_to_ids(eot)
+    rows = our_rows(tmp_path, tok, [{"messages": c} for c in (CONVERSATIONS[0], CONVERSATIONS[2])], max_length=4096)
+    trained = [tok.decode([t for t in r["labels"] if t != IGNORE_INDEX]) for r in rows]
+    # (the template keeps the spaces around the last reply's text, and so does what trains)
+    assert trained == [f"Nice to meet you, Alice.{eot}Your name is Alice.{eot}", f"Noted.{eot} Your car is red. {eot}"]

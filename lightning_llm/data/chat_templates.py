@@ -123,7 +123,10 @@ def assistant_mask(tokenizer: Any, messages: Sequence[Message]) -> tuple[list[in
     turn's characters are those between the conversation before it rendered with the generation prompt and the
     conversation up to it; the turn ends at the first added (special) token after its content, the template's
     end-of-turn token (scaffolding after it, e.g. ChatML's newline, is not trained, as TRL's training templates
-    do); a turn with no such token is kept whole."""
+    do); a turn with no such token is kept whole. Templates that render a conversation's beginning differently
+    from the whole (Phi-3's EOS after the last turn, Qwen3's thinking block in it, DeepSeek's generation prompt)
+    have each message's content found in order instead, the turn being its content and the first added token
+    after it."""
     messages = list(messages)
     if has_generation_blocks(tokenizer.chat_template):
         out = apply(tokenizer, messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
@@ -133,6 +136,27 @@ def assistant_mask(tokenizer: Any, messages: Sequence[Message]) -> tuple[list[in
     ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
     added = set(tokenizer.get_added_vocab().values())
     mask = [0] * len(ids)
+    spans = _turns_by_prefix(tokenizer, messages, text)
+    whole_turns = spans is not None  # the prefix spans end where the template ends the turn
+    if spans is None:
+        spans = _turns_by_content(messages, text)
+    for start, end, content_end in spans:
+        turn = [j for j, (s, e) in enumerate(offsets) if e > start and s < end]
+        stop = next((j for j in turn if offsets[j][0] >= content_end and ids[j] in added), None)
+        if stop is None:
+            stop = turn[-1] if whole_turns and turn else max((j for j in turn if offsets[j][0] < content_end),
+                                                             default=None)
+        for j in turn:
+            if stop is None or j > stop:
+                break
+            mask[j] = 1
+    return ids, mask
+
+
+def _turns_by_prefix(tokenizer: Any, messages: list[Message], text: str) -> list[tuple[int, int, int]] | None:
+    """(start, end, content end) characters of each assistant turn, from the renders of the conversation before it
+    (with the generation prompt) and up to it; None when those are not prefixes of the whole."""
+    spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
@@ -140,20 +164,28 @@ def assistant_mask(tokenizer: Any, messages: Sequence[Message]) -> tuple[list[in
         before = render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
         upto = render(tokenizer, messages[:i + 1])
         if not (text.startswith(before) and text.startswith(upto) and len(before) <= len(upto)):
-            raise UserError("data.chat_template: the template renders a conversation's beginning differently from "
-                            "the whole conversation, so assistant turns cannot be located: use a template with "
-                            "{% generation %} blocks (e.g. data.chat_template=chatml)")
+            return None
         content = str(message["content"]).strip()
         start, end = (len(before) if i else max(text.find(content, 0, len(upto)), 0)), len(upto)
         found = text.find(content, start, end) if content else -1
-        content_end = found + len(content) if found >= 0 else start
-        turn = [j for j, (s, e) in enumerate(offsets) if e > start and s < end]
-        last = next((j for j in turn if offsets[j][0] >= content_end and ids[j] in added), turn[-1] if turn else None)
-        for j in turn:
-            if j > last:
-                break
-            mask[j] = 1
-    return ids, mask
+        spans.append((start, end, found + len(content) if found >= 0 else start))
+    return spans
+
+
+def _turns_by_content(messages: list[Message], text: str) -> list[tuple[int, int, int]]:
+    """(start, end, content end) characters of each assistant turn: every message's content found in order, a turn
+    running from its content to the next message's."""
+    found, cursor = [], 0
+    for message in messages:
+        content = str(message["content"]).strip()
+        at = text.find(content, cursor)
+        if at < 0:
+            raise UserError("data.chat_template: the template changes a message's text, so assistant turns cannot "
+                            "be located: use a template with {% generation %} blocks (e.g. data.chat_template=chatml)")
+        found.append((at, at + len(content)))
+        cursor = at + len(content)
+    return [(at, found[i + 1][0] if i + 1 < len(found) else len(text), end)
+            for i, (message, (at, end)) in enumerate(zip(messages, found)) if message["role"] == "assistant"]
 
 
 def end_of_turn_id(tokenizer: Any) -> int | None:
