@@ -308,6 +308,8 @@ def test_packing_is_refused_where_the_architecture_attends_across_conversations(
     llama = LlamaForCausalLM(LlamaConfig(**tiny, intermediate_size=32))
     OPTForCausalLM(OPTConfig(**tiny, ffn_dim=32, word_embed_proj_dim=16)).save_pretrained(tmp_path / "opt")
     assert not attends_across_packed_rows(llama)
+    llama.forward = lambda **_: (_ for _ in ()).throw(RuntimeError("FlashAttention only supports CUDA tensors"))
+    assert not attends_across_packed_rows(llama)  # a model that cannot run here yet is not refused
     module = CausalLMModule(pretrained_model_name_or_path=str(tmp_path / "opt"))
     assert attends_across_packed_rows(module.model)
     module.setup("fit")  # not packed: nothing to check
