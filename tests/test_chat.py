@@ -114,6 +114,8 @@ def test_truncation_equals_trl_and_drops_untrained(tmp_path: Path, capsys: pytes
     ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]},
      "row 2: messages[1] (assistant) has empty content"),
     ({"messages": "hi"}, "row 2: messages must be a non-empty list"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+     "row 2: messages[0] (user) content must be a string, got list"),
     ({"text": "hi"}, "row 2: no 'messages' column, nor 'prompt' and 'completion'"),
 ])
 def test_bad_rows_fail_naming_the_row(tmp_path: Path, row: dict, message: str) -> None:
