@@ -9,9 +9,6 @@ from lightning_llm.data import chat_templates as ct
 from lightning_llm.data.json_rows import JsonRowsDataModule
 from lightning_llm.errors import UserError
 
-NO_TEMPLATE = ("data.chat_template: the tokenizer has no chat_template: set data.chat_template=chatml (or a Jinja "
-               "template string or file)")
-
 
 class ChatRowsDataModule(JsonRowsDataModule):
     """`chat_template`: the tokenizer's own when null, or a preset name such as `chatml`, a Jinja string or file,
@@ -33,7 +30,7 @@ class ChatRowsDataModule(JsonRowsDataModule):
     def require_template(self) -> None:
         """Conversational rows need a template: one line naming the setting when the tokenizer has none."""
         if not self.tokenizer.chat_template:
-            raise UserError(NO_TEMPLATE)
+            raise UserError(ct.no_template())
 
     def prepare_data(self) -> None:
         if self.tokenizer is not None:

@@ -42,6 +42,11 @@ _PROBES = ([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}
            [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}])
 
 
+def no_template(key: str = "data.chat_template") -> str:
+    """The one-line error for a tokenizer that has no chat template and was given none."""
+    return f"{key}: the tokenizer has no chat_template: set {key}=chatml (or a Jinja template string or file)"
+
+
 def has_generation_blocks(template: str | None) -> bool:
     import re
 
@@ -76,8 +81,7 @@ def install_template(tokenizer: Any, setting: str | None, key: str = "data.chat_
             tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
         tokenizer.chat_template = template
     if not tokenizer.chat_template:
-        raise UserError(f"{key}: the tokenizer has no chat_template: set {key}=chatml (or a Jinja template string "
-                        f"or file)")
+        raise UserError(no_template(key))
     errors = []
     for probe in _PROBES:
         try:
